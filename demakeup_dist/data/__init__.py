@@ -1,0 +1,1 @@
+"""Data: synthetic faces, dataset scanning, webdataset shards and loaders."""

@@ -1,0 +1,1 @@
+"""Job launch: Slurm script rendering, submission, status."""

@@ -1,0 +1,1 @@
+"""Training: config, recipe, loop, checkpoints, tracking, evaluation."""

@@ -1,0 +1,153 @@
+"""The training configuration: one typed dataclass, loaded from a flat YAML and overridden from the CLI.
+
+Precedence: dataclass defaults < `configs/<model>.yaml` (or `--config FILE`) < command-line options.
+Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+STRATEGIES = ("ddp", "deepspeed")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+BRIEF_LR = 1e-2  # the course brief's init_lr for official.nlp.optimization.create_optimizer
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides what a run computes. Saved as `RUN_DIR/config.yaml`."""
+
+    model: str = "p3"
+    """Network: p1 (free U-Net), p2 (ResNet34, no skips), p3 (ResNet34 + skips), p4 (p3 + 4x SR head)."""
+    model_args: dict[str, Any] = field(default_factory=dict)
+    """Constructor overrides for the network, e.g. {decoder_channels: [256, 128, 64, 32, 16]}."""
+
+    epochs: int = 300
+    batch_size: int = 64
+    """Global batch: split evenly across all processes (must divide by the process count)."""
+    lr: float = BRIEF_LR
+    """Peak learning rate of the warm-up / linear-decay schedule."""
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    grad_clip_norm: float = 1.0
+    """Global gradient-norm clip, as in TF's AdamWeightDecay.apply_gradients (0 disables)."""
+    loss_scale: float = 100.0
+    """The brief's loss is mean((pred - target)^2) * 100."""
+    demakeup_loss_weight: float = 1.0
+    sr_loss_weight: float = 1.0
+
+    precision: str = "auto"
+    """auto = bf16 on a GPU that supports it, else fp32 (CPU runs stay exact and reproducible)."""
+    strategy: str = "ddp"
+    zero: int = 2
+    """DeepSpeed ZeRO stage when strategy = deepspeed."""
+    grad_checkpointing: bool = False
+    compile: bool = False
+    channels_last: bool = True
+    """Memory layout on GPU (ignored on CPU, where it is slower)."""
+
+    seed: int = 25
+    """The brief seeds numpy with 25."""
+    num_workers: int = 2
+    """Data-loader worker processes per training process."""
+    eval_every: int = 1
+    """Evaluate on val every N epochs (and always after the last)."""
+    save_every_steps: int = 0
+    """Extra checkpoints every N optimizer steps (0 = only at epoch ends)."""
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    """Steps between progress lines / wandb step metrics."""
+    stop_check_every: int = 1
+    """Steps between the all-rank agreement on a stop request (signal or RUN_DIR/STOP)."""
+    sample_panels: int = 1
+    """Val images shown in the input | target | prediction panel at each improvement."""
+
+    wandb: str = "auto"
+    """auto = online when WANDB_API_KEY is set, else offline (files under RUN_DIR/wandb)."""
+    wandb_project: str = "demakeup"
+    wandb_entity: str | None = None
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        checks = [
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
+            (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, got {self.strategy!r}"),
+            (self.wandb in WANDB_MODES, f"wandb must be one of {WANDB_MODES}, got {self.wandb!r}"),
+            (self.zero in (1, 2, 3), f"zero must be 1, 2 or 3, got {self.zero}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 <= self.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}"),
+            (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
+            (self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
+            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def resolved_wandb_mode(self) -> str:
+        if self.wandb != "auto":
+            return self.wandb
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+
+def _check_keys(data: dict[str, Any], source: str) -> None:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of keys to values at the top level")
+    _check_keys(data, str(path))
+    return data
+
+
+def default_config_path(model: str) -> Path:
+    return CONFIG_DIR / f"{model}.yaml"
+
+
+def load_config(model: str, config_file: Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults < YAML (`config_file`, else `configs/<model>.yaml` when present) < non-None overrides."""
+    path = Path(config_file) if config_file else default_config_path(model)
+    data = read_yaml(path) if (config_file or path.is_file()) else {}
+    if data.get("model", model) != model:
+        raise ValueError(f"{path} is for model {data['model']!r}, but model {model!r} was asked for")
+    data["model"] = model
+    cli = {k: v for k, v in overrides.items() if v is not None}
+    _check_keys(cli, "command-line options")
+    return TrainConfig(**{**data, **cli})
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def config_from_file(path: Path) -> TrainConfig:
+    """Read a run dir's resolved `config.yaml` back."""
+    return TrainConfig(**read_yaml(path))

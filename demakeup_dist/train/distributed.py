@@ -1,0 +1,104 @@
+"""Process-group plumbing: the Accelerator for a config, and stop requests all ranks agree on.
+
+Launching is accelerate's job (`accelerate launch`, also under Slurm); this module only builds the
+`Accelerator` inside each process. On a machine without CUDA it uses gloo and CPU (accelerate would
+otherwise need ACCELERATE_USE_CPU=1 to avoid silently running independent world-size-1 jobs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+
+from demakeup_dist.train.config import CONFIG_DIR, TrainConfig
+
+_MIXED = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+
+
+def resolve_precision(precision: str) -> str:
+    if precision != "auto":
+        return precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def deepspeed_config(config: TrainConfig, micro_batch: int, precision: str) -> dict:
+    """`configs/deepspeed/zero{N}.json` with the values that must match this run filled in."""
+    path = CONFIG_DIR / "deepspeed" / f"zero{config.zero}.json"
+    ds = json.loads(path.read_text(encoding="utf-8"))
+    ds["train_micro_batch_size_per_gpu"] = micro_batch
+    ds["gradient_accumulation_steps"] = 1
+    ds["gradient_clipping"] = config.grad_clip_norm
+    ds["bf16"] = {"enabled": precision == "bf16"}
+    ds["fp16"] = {"enabled": precision == "fp16"}
+    return ds
+
+
+def make_accelerator(config: TrainConfig, micro_batch_for_deepspeed: int | None = None):
+    from accelerate import Accelerator
+    from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
+
+    cpu = not torch.cuda.is_available()
+    precision = resolve_precision(config.precision)
+    handlers = [InitProcessGroupKwargs(backend="gloo" if cpu else "nccl", timeout=timedelta(minutes=30))]
+    plugin = None
+    if config.strategy == "deepspeed":
+        plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(config, micro_batch_for_deepspeed or 1, precision))
+    return Accelerator(
+        cpu=cpu,
+        mixed_precision=_MIXED[precision],
+        deepspeed_plugin=plugin,
+        kwargs_handlers=handlers,
+        # The schedule is written in optimizer steps; accelerate would otherwise step it once per process.
+        step_scheduler_with_optimizer=False,
+    )
+
+
+class StopRequest:
+    """Set by SIGUSR1 / SIGTERM or by the file RUN_DIR/STOP; `agreed()` is a collective."""
+
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+    def __init__(self, run_dir: Path):
+        self.stop_file = Path(run_dir) / "STOP"
+        self.signalled: str | None = None
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame) -> None:
+        self.signalled = signal.Signals(signum).name
+
+    def agreed(self, accelerator, nonfinite_loss: torch.Tensor) -> tuple[bool, bool]:
+        """(stop requested on any rank, non-finite loss on any rank), the same answer on every rank."""
+        local = torch.stack([
+            torch.tensor(float(self.signalled is not None or self.stop_file.exists()), device=nonfinite_loss.device),
+            nonfinite_loss.float(),
+        ])
+        total = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
+        stop, bad = total.tolist()
+        return stop > 0, bad > 0
+
+
+def launched() -> bool:
+    """True inside a process started by a launcher (accelerate launch / torchrun set WORLD_SIZE)."""
+    return "WORLD_SIZE" in os.environ
+
+
+def relaunch_command(nproc: int, precision: str, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """`accelerate launch` of `demakeup <argv>` on `nproc` local processes, and its extra environment.
+
+    Without CUDA the processes use the CPU and gloo; ACCELERATE_USE_CPU=1 is required for that, or
+    `--multi_gpu` silently starts independent world-size-1 trainings.
+    """
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc),
+           "--num_machines", "1", "--mixed_precision", _MIXED[resolve_precision(precision)],
+           "--dynamo_backend", "no"]
+    if nproc > 1:
+        cmd.append("--multi_gpu")
+    env = {} if torch.cuda.is_available() else {"ACCELERATE_USE_CPU": "1"}
+    return cmd + ["-m", "launcher.main", *argv], env

@@ -1,0 +1,250 @@
+"""The training loop: read it top to bottom.
+
+`train()` runs in every process of an accelerate launch (or alone). Per optimizer step: uint8 batch ->
+float on the device -> forward under the accelerator's precision -> the brief's loss -> backward ->
+clip to norm 1 -> AdamW -> LR schedule. Per epoch: evaluate on val, keep the best weights, checkpoint.
+At the end: the best weights are evaluated on test (results.json).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from demakeup_dist.data import loader
+from demakeup_dist.data.shards import load_manifest
+from demakeup_dist.models import build_model
+from demakeup_dist.train import checkpoint as ckpt
+from demakeup_dist.train.config import TrainConfig, save_config
+from demakeup_dist.train.distributed import StopRequest, make_accelerator, resolve_precision
+from demakeup_dist.train.evaluation import evaluate, sample_panel
+from demakeup_dist.train.recipe import make_optimizer, make_scheduler, restoration_loss
+from demakeup_dist.train.rundir import (
+    check_resume_compatible, check_same_model, resolve_resume, saved_config, truncate_metrics,
+)
+from demakeup_dist.train.tracking import (
+    RunTracker, Throughput, log, read_status, setup_logging, write_json_atomic,
+)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
+
+
+def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None = None) -> dict:
+    """Train `config.model` on `shards` into `run_dir`. Returns the test metrics (rank 0; {} elsewhere)."""
+    shards, run_dir = Path(shards), Path(run_dir)
+    manifest = load_manifest(shards)
+    start_from = resolve_resume(run_dir, resume)
+    if resume == "auto" and read_status(run_dir).get("status") == "finished":
+        return {"status": "finished"}
+    if start_from is not None:
+        check_resume_compatible(saved_config(run_dir), config, run_dir)
+    else:
+        check_same_model(run_dir, config.model)
+
+    tasks = build_model(config.model).tasks
+    if "sr" in tasks and not manifest.get("has_hr"):
+        raise ValueError(f"{config.model} trains the 4x SR head, but the shards in {shards} hold no HR images")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if config.batch_size % world:
+        raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
+    local_batch = config.batch_size // world
+    accelerator = make_accelerator(config, micro_batch_for_deepspeed=local_batch)
+    is_main, device = accelerator.is_main_process, accelerator.device
+    steps_per_epoch = loader.steps_per_epoch(shards, global_batch=config.batch_size, world_size=world)
+    if steps_per_epoch < 1:
+        raise ValueError(f"the train split of {shards} is smaller than one global batch ({config.batch_size})")
+    total_steps = steps_per_epoch * config.epochs
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "STOP").unlink(missing_ok=True)  # a stop request belongs to the job it stopped
+        save_config(config, run_dir / "config.yaml")
+    accelerator.wait_for_everyone()
+    setup_logging(run_dir, is_main)
+    precision = resolve_precision(config.precision)
+    log.info("%s on %d process(es) (%s, %s), global batch %d = %d x %d, %d steps/epoch x %d epochs",
+             config.model, world, device, precision, config.batch_size, world, local_batch,
+             steps_per_epoch, config.epochs)
+
+    # Same seed on every rank -> identical initial weights; data order is seeded separately per epoch.
+    from accelerate.utils import set_seed
+    set_seed(config.seed)
+    overrides = dict(config.model_args, grad_checkpointing=config.grad_checkpointing or
+                     config.model_args.get("grad_checkpointing", False))
+    net = build_model(config.model, **overrides).to(device)
+    if device.type == "cuda" and config.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if config.compile:
+        net.compile()
+    optimizer = make_optimizer(net, config, fused=device.type == "cuda" and config.strategy == "ddp")
+    scheduler = make_scheduler(optimizer, total_steps, config.warmup_fraction)
+    model, optimizer, scheduler = accelerator.prepare(net, optimizer, scheduler)
+    state = ckpt.TrainState()
+    accelerator.register_for_checkpointing(state)
+    if start_from is not None:
+        accelerator.load_state(str(start_from))
+        if is_main:
+            truncate_metrics(run_dir, state.global_step)
+        log.info("resumed from %s: epoch %d, step %d of the epoch", start_from, state.epoch, state.step_in_epoch)
+
+    deepspeed = config.strategy == "deepspeed"
+    eval_model = model if deepspeed else net
+    input_dtype = torch.bfloat16 if deepspeed and precision == "bf16" else None
+    weights = {"demakeup": config.demakeup_loss_weight, "sr": config.sr_loss_weight}
+    targets_of = {"demakeup": "non_makeup", "sr": "hr"}
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    tracker = RunTracker(run_dir, config.to_dict(), config.resolved_wandb_mode(), config.wandb_project,
+                         config.wandb_entity, is_main, restarts)
+    stop = StopRequest(run_dir)
+    meter = Throughput()
+    baselines: dict[str, float] = {}
+
+    def reduce_sum(t: torch.Tensor) -> torch.Tensor:
+        return accelerator.reduce(t, reduction="sum") if world > 1 else t
+
+    def save(reason: str) -> None:
+        path = ckpt.save_checkpoint(accelerator, run_dir, state.global_step, config.keep_checkpoints)
+        log.info("checkpoint %s (%s)", path.name, reason)
+
+    def status(kind: str, **extra) -> None:
+        tracker.update_status(status=kind, model=config.model, epoch=state.epoch, step=state.global_step,
+                              total_steps=total_steps, best_val_psnr=state.best_val_psnr, **extra)
+
+    status("running")
+    for epoch in range(state.epoch, config.epochs):
+        model.train()
+        batches = iter(loader.train_batches(
+            shards, batch_size=local_batch, with_hr="sr" in tasks, seed=config.seed, epoch=epoch,
+            rank=accelerator.process_index, world_size=world, num_workers=config.num_workers,
+            start_step=state.step_in_epoch, uint8=True))
+        loss_sum, loss_steps = torch.zeros((), device=device), 0
+        window_loss, window_steps = torch.zeros((), device=device), 0
+        meter.reset()
+        for step_in_epoch in range(state.step_in_epoch, steps_per_epoch):
+            waited = time.perf_counter()
+            batch = loader.to_float(next(batches), device)
+            meter.data_wait += time.perf_counter() - waited
+            x = batch["makeup"] if input_dtype is None else batch["makeup"].to(input_dtype)
+            outputs = model(x)
+            loss, _ = restoration_loss(outputs, {t: batch[targets_of[t]] for t in outputs}, weights,
+                                       config.loss_scale)
+            accelerator.backward(loss)
+            if config.grad_clip_norm > 0 and not deepspeed:  # DeepSpeed clips itself (gradient_clipping)
+                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            state.step_in_epoch, state.global_step = step_in_epoch + 1, state.global_step + 1
+            meter.images += config.batch_size
+            loss = loss.detach()
+            loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
+            window_loss, window_steps = window_loss + loss, window_steps + 1
+            last_step = state.global_step == total_steps
+            if state.global_step % config.stop_check_every == 0 or last_step:
+                stop_now, bad = stop.agreed(accelerator, ~torch.isfinite(loss))
+                if bad:
+                    status("failed", error=f"non-finite loss at step {state.global_step}")
+                    tracker.finish()
+                    raise NonFiniteLoss(
+                        f"loss became NaN/inf at step {state.global_step} (epoch {epoch}); the last good "
+                        f"checkpoint is kept in {ckpt.checkpoint_dir(run_dir)}: lower --lr and resume or restart"
+                    )
+                if stop_now:
+                    save(f"stop requested ({stop.signalled or 'STOP file'})")
+                    status("preempted")
+                    tracker.finish()
+                    return {"status": "preempted"}
+            if config.save_every_steps and state.global_step % config.save_every_steps == 0 and not last_step:
+                save("periodic")
+            if state.global_step % config.log_every == 0 or step_in_epoch + 1 == steps_per_epoch:
+                img_s, wait = meter.rates()
+                mean_loss = (reduce_sum(window_loss) / (window_steps * world)).item()
+                lr = scheduler.get_last_lr()[0]
+                eta = (total_steps - state.global_step) * config.batch_size / max(img_s, 1e-9)
+                log.info("epoch %d/%d step %d/%d loss %.4f lr %.3g %.1f img/s data-wait %.0f%% ETA %s",
+                         epoch + 1, config.epochs, state.global_step, total_steps, mean_loss, lr, img_s,
+                         100 * wait, _hms(eta))
+                step_metrics = {"loss": mean_loss, "lr": lr, "img_per_s": img_s, "data_wait": wait}
+                if device.type == "cuda":
+                    step_metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                tracker.log_step(step_metrics, state.global_step)
+                status("running", img_per_s=img_s, eta_s=eta)
+                window_loss, window_steps = torch.zeros((), device=device), 0
+                meter.reset()
+
+        state.epoch, state.step_in_epoch = epoch + 1, 0
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            train_loss = (reduce_sum(loss_sum) / (max(loss_steps, 1) * world)).item()
+            val, first = evaluate(
+                eval_model,
+                loader.eval_batches(shards, "val", batch_size=local_batch, with_hr="sr" in tasks,
+                                    rank=accelerator.process_index, world_size=world,
+                                    num_workers=config.num_workers, uint8=True),
+                tasks, device, reduce_sum, accelerator.autocast, baselines=not baselines, input_dtype=input_dtype)
+            baselines = baselines or {k: v for k, v in val.items() if k.startswith(("identity", "bicubic"))}
+            record = {"epoch": epoch + 1, "step": state.global_step, "train_loss": train_loss,
+                      "lr": scheduler.get_last_lr()[0],
+                      **{f"val_{k}": v for k, v in val.items() if not k.startswith(("identity", "bicubic"))}}
+            improved = record["val_psnr"] > state.best_val_psnr  # the same on every rank (reduced)
+            images = {}
+            if improved:
+                state.best_val_psnr, state.best_epoch = record["val_psnr"], epoch + 1
+                best = _weights(accelerator, model)
+                if is_main:
+                    ckpt.save_weights(best, run_dir / "best.safetensors",
+                                      {"model": config.model, "epoch": str(epoch + 1)})
+                    if first is not None:
+                        panel = sample_panel(first, config.sample_panels)
+                        (run_dir / "samples").mkdir(exist_ok=True)
+                        panel.save(run_dir / "samples" / f"epoch-{epoch + 1:04d}.png")
+                        images["val"] = panel
+            tracker.log_eval(record, images)
+            log.info("epoch %d val PSNR %.3f dB SSIM %.4f%s (identity %.3f dB)%s", epoch + 1, record["val_psnr"],
+                     record["val_ssim"], f" | SR PSNR {record['val_psnr_sr']:.3f} dB" if "val_psnr_sr" in record
+                     else "", baselines.get("identity_psnr", math.nan), " best" if improved else "")
+            status("running", last_metrics=record)
+        save("epoch end")
+
+    final = _weights(accelerator, model)
+    if is_main:
+        ckpt.save_weights(final, run_dir / "model.safetensors", {"model": config.model, "epoch": str(config.epochs)})
+    accelerator.wait_for_everyone()
+    results = test_best(config, shards, run_dir, accelerator, local_batch, tasks, reduce_sum, state.best_epoch)
+    status("finished", last_metrics=results)
+    tracker.finish(results)
+    return results
+
+
+def test_best(config, shards, run_dir, accelerator, local_batch, tasks, reduce_sum, best_epoch) -> dict:
+    """Evaluate best.safetensors on the test split with a plain (unwrapped) copy of the network."""
+    net = build_model(config.model, **config.model_args).to(accelerator.device)
+    net.load_state_dict(ckpt.load_weights(run_dir / "best.safetensors"))
+    metrics, _ = evaluate(
+        net,
+        loader.eval_batches(shards, "test", batch_size=local_batch, with_hr="sr" in tasks,
+                            rank=accelerator.process_index, world_size=accelerator.num_processes,
+                            num_workers=config.num_workers, uint8=True),
+        tasks, accelerator.device, reduce_sum, accelerator.autocast, baselines=True)
+    results = {"model": config.model, "split": "test", "best_epoch": best_epoch, **metrics}
+    if accelerator.is_main_process:
+        write_json_atomic(Path(run_dir) / "results.json", results)
+        log.info("test (best weights): %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return results
+
+
+def _weights(accelerator, model) -> dict[str, torch.Tensor]:
+    """Plain state dict (gathers ZeRO-3 shards; strips torch.compile's prefix)."""
+    state = accelerator.get_state_dict(model)
+    return {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,74 @@
+"""The brief's training recipe (SPEC 4), translated from TF's `official.nlp.optimization.create_optimizer`.
+
+- AdamW, betas (0.9, 0.999), eps 1e-6, decoupled weight decay 0.01 scaled by the learning rate
+  (TF's `var -= lr * wd * var`, which is what torch.optim.AdamW does).
+- TF excludes variables whose name contains "bias" / "layer_norm": in these networks that is every
+  convolution bias. InstanceNorm's scale and offset are called gamma / beta in TF, so they are decayed.
+- Gradients clipped to a global norm of 1.0 (TF's `AdamWeightDecay.apply_gradients`).
+- LR: `init_lr * step / warmup` while step < warmup, then `init_lr * (1 - step / total)`: TF's
+  PolynomialDecay runs over the *whole* schedule, so after warm-up the LR resumes at
+  `(1 - warmup_fraction) * init_lr`, not at `init_lr`.
+- Loss: `mean((pred - target)^2) * 100` per head; the multi-task loss is the weighted sum.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from demakeup_dist.train.config import TrainConfig
+
+_CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: convolution biases without weight decay, everything else with it."""
+    no_decay: list[nn.Parameter] = []
+    decay: list[nn.Parameter] = []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            (no_decay if isinstance(module, _CONV_TYPES) and name == "bias" else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        param_groups(model, config.weight_decay),
+        lr=config.lr,
+        betas=config.betas,
+        eps=config.eps,
+        fused=fused or None,
+    )
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Multiplier of init_lr at optimizer step `step` (0-based), exactly TF's WarmUp + PolynomialDecay."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    return max(0.0, 1.0 - min(step, total_steps) / total_steps)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float):
+    warmup_steps = int(warmup_fraction * total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup_steps)
+    )
+
+
+def restoration_loss(
+    outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], weights: dict[str, float], scale: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum over heads of `mean((pred - target)^2) * scale`, computed in float32.
+
+    Returns the total and each head's unweighted term (for logging).
+    """
+    terms = {
+        task: torch.mean((outputs[task].float() - targets[task].float()) ** 2) * scale for task in outputs
+    }
+    total = sum(weights[task] * term for task, term in terms.items())
+    return total, terms

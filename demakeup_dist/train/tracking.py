@@ -1,0 +1,119 @@
+"""What a run reports: `metrics.jsonl`, `status.json`, `train.log`, and wandb (rank 0 only).
+
+The wandb run id lives in `RUN_DIR/wandb_id.txt`, so a resumed or requeued job continues the same
+dashboard run. `offline` writes wandb's files under `RUN_DIR/wandb/` with no network; `disabled`
+writes nothing. No secret is written anywhere: wandb reads WANDB_API_KEY from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("demakeup")
+
+
+def setup_logging(run_dir: Path | None, is_main: bool) -> None:
+    """Rank 0 logs INFO to stderr and RUN_DIR/train.log; other ranks only warnings."""
+    log.handlers.clear()
+    log.propagate = False
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    fmt = logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    log.addHandler(stream)
+    if run_dir is not None and is_main:
+        handler = logging.FileHandler(Path(run_dir) / "train.log", encoding="utf-8")
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_status(run_dir: Path) -> dict:
+    path = Path(run_dir) / "status.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+class RunTracker:
+    """Rank 0's reporting. Every method is a no-op on other ranks."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], mode: str, project: str, entity: str | None,
+                 is_main: bool, restarts: int):
+        self.run_dir = Path(run_dir)
+        self.is_main = is_main
+        self.restarts = restarts
+        self.wandb_run = None
+        self.status: dict[str, Any] = {}
+        if is_main and mode != "disabled":
+            self.wandb_run = self._init_wandb(config, mode, project, entity)
+
+    def _init_wandb(self, config, mode, project, entity):
+        import wandb
+
+        id_file = self.run_dir / "wandb_id.txt"
+        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        id_file.write_text(run_id + "\n")
+        run = wandb.init(
+            project=project, entity=entity, id=run_id, resume="allow", mode=mode, dir=str(self.run_dir),
+            name=self.run_dir.name, config=config, settings=wandb.Settings(console="off", silent=True),
+        )
+        log.info("wandb %s run %s (%s)", mode, run_id, run.url or self.run_dir / "wandb")
+        return run
+
+    def log_step(self, metrics: dict[str, float], step: int) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.log({f"train/{k}": v for k, v in metrics.items()}, step=step)
+
+    def log_eval(self, record: dict[str, Any], images: dict[str, Any] | None = None) -> None:
+        if not self.is_main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=float) + "\n")
+        if self.wandb_run is not None:
+            import wandb
+
+            payload = {f"val/{k}": v for k, v in record.items() if k not in ("epoch", "step")}
+            payload["epoch"] = record["epoch"]
+            for name, image in (images or {}).items():
+                payload[f"samples/{name}"] = wandb.Image(image)
+            self.wandb_run.log(payload, step=record["step"])
+
+    def update_status(self, **fields: Any) -> None:
+        if not self.is_main:
+            return
+        self.status.update(fields, restarts=self.restarts, updated=datetime.now(timezone.utc).isoformat())
+        write_json_atomic(self.run_dir / "status.json", self.status)
+
+    def finish(self, summary: dict[str, Any] | None = None) -> None:
+        if self.wandb_run is not None:
+            if summary:
+                self.wandb_run.summary.update({f"test/{k}": v for k, v in summary.items()})
+            self.wandb_run.finish()
+            self.wandb_run = None
+
+
+class Throughput:
+    """Images/s and the fraction of wall time spent waiting for data, over a sliding log window."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.start = time.perf_counter()
+        self.data_wait = 0.0
+        self.images = 0
+
+    def rates(self) -> tuple[float, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        return self.images / elapsed, self.data_wait / elapsed

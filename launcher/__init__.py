@@ -1,0 +1,1 @@
+"""The `demakeup` command line (Typer). Thin: parses options, then calls demakeup_dist."""

@@ -1,0 +1,160 @@
+"""`demakeup train`, `demakeup evaluate`, `demakeup predict`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from launcher.errors import user_errors
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+class Strategy(str, Enum):
+    ddp = "ddp"
+    deepspeed = "deepspeed"
+
+
+class WandbMode(str, Enum):
+    auto = "auto"
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+def train(
+    model: str = typer.Argument(..., help="Network to train: p1, p2, p3 or p4 (see `demakeup models`)."),
+    shards: Path = typer.Option(..., "--shards", help="Shard dir made by `demakeup shard` (has manifest.json)."),
+    config: Optional[Path] = typer.Option(None, help="YAML config (default: configs/MODEL.yaml). CLI options override it."),
+    run_dir: Optional[Path] = typer.Option(None, help="Where checkpoints, metrics and weights go (default: runs/MODEL-TIME)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (brief: 300)."),
+    batch_size: Optional[int] = typer.Option(None, help="GLOBAL batch, split across all processes (brief: 64)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (brief: 1e-2)."),
+    precision: Optional[Precision] = typer.Option(None, help="auto = bf16 on a bf16 GPU, else fp32."),
+    strategy: Optional[Strategy] = typer.Option(None, help="ddp (default) or deepspeed (ZeRO, see --zero)."),
+    zero: Optional[int] = typer.Option(None, help="DeepSpeed ZeRO stage 1, 2 or 3."),
+    grad_checkpointing: Optional[bool] = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing",
+                                                      help="Recompute the 896x896 SR head in backward (less memory)."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
+    seed: Optional[int] = typer.Option(None, help="Seed for weights and data order (brief: 25)."),
+    resume: Optional[str] = typer.Option(None, help="auto (resume if a checkpoint exists), latest (must exist) or a checkpoint dir."),
+    nproc: int = typer.Option(1, help="Local processes (GPUs, or CPU processes over gloo). Ignored inside `accelerate launch`."),
+    wandb: Optional[WandbMode] = typer.Option(None, help="auto = online if WANDB_API_KEY is set, else offline files in the run dir."),
+    eval_every: Optional[int] = typer.Option(None, help="Evaluate on val every N epochs."),
+    save_every_steps: Optional[int] = typer.Option(None, help="Also checkpoint every N steps (0 = epoch ends only)."),
+    num_workers: Optional[int] = typer.Option(None, help="Data-loading worker processes per training process."),
+) -> None:
+    """Train a network on shards with the brief's recipe (AdamW, warm-up + linear decay, MSE x 100).
+
+    Runs in this process, or on --nproc local processes through `accelerate launch`; under
+    `demakeup submit` the same command runs on every node. Resumable: see --resume.
+    """
+    from demakeup_dist.train.distributed import launched, relaunch_command
+
+    if nproc > 1 and not launched():
+        cmd, env = relaunch_command(nproc, (precision or Precision.auto).value, sys.argv[1:])
+        raise typer.Exit(subprocess.call(cmd, env={**os.environ, **env}))
+
+    from demakeup_dist.train.config import load_config
+    from demakeup_dist.train.loop import NonFiniteLoss, train as run_training
+
+    with user_errors():
+        cfg = _resolve_config(model, config, run_dir, resume, dict(
+            epochs=epochs, batch_size=batch_size, lr=lr, precision=precision and precision.value,
+            strategy=strategy and strategy.value, zero=zero, grad_checkpointing=grad_checkpointing,
+            compile=compile, seed=seed, wandb=wandb and wandb.value, eval_every=eval_every,
+            save_every_steps=save_every_steps, num_workers=num_workers), load_config)
+        run_dir = run_dir or Path("runs") / f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
+        try:
+            result = run_training(cfg, shards, run_dir, resume=resume)
+        except NonFiniteLoss as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            _exit(3)
+    typer.echo(f"run dir: {run_dir} ({result.get('status', 'finished')})", err=True)
+    _exit(0)
+
+
+def _resolve_config(model, config_file, run_dir, resume, overrides, load_config):
+    """On resume the run's own config.yaml is the base, so an unchanged command line resumes as is."""
+    from demakeup_dist.train.config import TrainConfig
+    from demakeup_dist.train.rundir import saved_config
+
+    saved = saved_config(run_dir) if (resume and run_dir and not config_file) else None
+    if saved is not None:
+        if saved.model != model:
+            raise ValueError(f"run dir {run_dir} belongs to model {saved.model!r}, not {model!r}")
+        return TrainConfig(**{**saved.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
+    return load_config(model, config_file, **overrides)
+
+
+def _exit(code: int) -> None:
+    """Inside a multi-process launch, skip interpreter teardown: gloo sometimes aborts there (torch 2.13)."""
+    from demakeup_dist.train.distributed import launched
+
+    if launched() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
+
+
+def evaluate(
+    weights: Path = typer.Argument(..., help="A run dir (uses its best.safetensors) or a .safetensors file."),
+    shards: Path = typer.Option(..., "--shards", help="Shard dir made by `demakeup shard`."),
+    split: str = typer.Option("test", help="train, val or test."),
+    batch_size: int = typer.Option(16, help="Images per forward pass."),
+) -> None:
+    """Print PSNR / SSIM of a trained network on a split, beside the identity and bicubic baselines."""
+    import torch
+
+    from demakeup_dist.data.loader import eval_batches
+    from demakeup_dist.train.checkpoint import load_trained_model
+    from demakeup_dist.train.evaluation import evaluate as run_eval
+
+    with user_errors():
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model, name = load_trained_model(weights, device)
+        batches = eval_batches(shards, split, batch_size=batch_size, with_hr="sr" in model.tasks, uint8=True)
+        metrics, _ = run_eval(model, batches, model.tasks, device, lambda t: t, baselines=True)
+    typer.echo(f"{name} on {split} of {shards}")
+    typer.echo(f"{'metric':<16}{'model':>10}{'baseline':>10}  baseline")
+    for key in ("psnr", "ssim", "psnr_sr", "ssim_sr"):
+        if key in metrics:
+            base_name = "identity" if not key.endswith("_sr") else "bicubic"
+            typer.echo(f"{key:<16}{metrics[key]:>10.4f}{metrics[f'{base_name}_{key}']:>10.4f}  {base_name}")
+
+
+def predict(
+    weights: Path = typer.Argument(..., help="A run dir (uses its best.safetensors) or a .safetensors file."),
+    inputs: list[Path] = typer.Argument(..., help="Image files or folders (jpg/png/..., any size)."),
+    out: Path = typer.Option(..., "--out", help="Folder for NAME_demakeup.png (and NAME_sr4x.png for p4)."),
+) -> None:
+    """De-make-up photos of any size: pads to a multiple of 32, crops back; p4 also writes the 4x image."""
+    import torch
+
+    from demakeup_dist.predict import predict_files
+    from demakeup_dist.train.checkpoint import load_trained_model
+
+    with user_errors():
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model, _ = load_trained_model(weights, device)
+        written = predict_files(model, inputs, out, device=device)
+    typer.echo(f"wrote {len(written)} file(s) to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(context_settings={"allow_extra_args": False})(train)
+    app.command()(evaluate)
+    app.command()(predict)
