@@ -45,7 +45,9 @@ def make_accelerator(config: TrainConfig, micro_batch_for_deepspeed: int | None 
 
     cpu = not torch.cuda.is_available()
     precision = resolve_precision(config.precision)
-    handlers = [InitProcessGroupKwargs(backend="gloo" if cpu else "nccl", timeout=timedelta(minutes=30))]
+    handlers = []
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # naming a backend alone makes accelerate go distributed
+        handlers.append(InitProcessGroupKwargs(backend="gloo" if cpu else "nccl", timeout=timedelta(minutes=30)))
     plugin = None
     if config.strategy == "deepspeed":
         plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(config, micro_batch_for_deepspeed or 1, precision))
@@ -60,15 +62,25 @@ def make_accelerator(config: TrainConfig, micro_batch_for_deepspeed: int | None 
 
 
 class StopRequest:
-    """Set by SIGUSR1 / SIGTERM or by the file RUN_DIR/STOP; `agreed()` is a collective."""
+    """Set by SIGUSR1 / SIGTERM or by the file RUN_DIR/STOP; `agreed()` is a collective.
+
+    A context manager: the signal handlers are ours only while training runs.
+    """
 
     SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
     def __init__(self, run_dir: Path):
         self.stop_file = Path(run_dir) / "STOP"
         self.signalled: str | None = None
-        for sig in self.SIGNALS:
-            signal.signal(sig, self._handler)
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopRequest":
+        self._previous = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _handler(self, signum, frame) -> None:
         self.signalled = signal.Signals(signum).name

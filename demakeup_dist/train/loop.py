@@ -116,101 +116,102 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
         tracker.update_status(status=kind, model=config.model, epoch=state.epoch, step=state.global_step,
                               total_steps=total_steps, best_val_psnr=state.best_val_psnr, **extra)
 
-    status("running")
-    for epoch in range(state.epoch, config.epochs):
-        model.train()
-        batches = iter(loader.train_batches(
-            shards, batch_size=local_batch, with_hr="sr" in tasks, seed=config.seed, epoch=epoch,
-            rank=accelerator.process_index, world_size=world, num_workers=config.num_workers,
-            start_step=state.step_in_epoch, uint8=True))
-        loss_sum, loss_steps = torch.zeros((), device=device), 0
-        window_loss, window_steps = torch.zeros((), device=device), 0
-        meter.reset()
-        for step_in_epoch in range(state.step_in_epoch, steps_per_epoch):
-            waited = time.perf_counter()
-            batch = loader.to_float(next(batches), device)
-            meter.data_wait += time.perf_counter() - waited
-            x = batch["makeup"] if input_dtype is None else batch["makeup"].to(input_dtype)
-            outputs = model(x)
-            loss, _ = restoration_loss(outputs, {t: batch[targets_of[t]] for t in outputs}, weights,
-                                       config.loss_scale)
-            accelerator.backward(loss)
-            if config.grad_clip_norm > 0 and not deepspeed:  # DeepSpeed clips itself (gradient_clipping)
-                accelerator.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+    with stop:
+        status("running")
+        for epoch in range(state.epoch, config.epochs):
+            model.train()
+            batches = iter(loader.train_batches(
+                shards, batch_size=local_batch, with_hr="sr" in tasks, seed=config.seed, epoch=epoch,
+                rank=accelerator.process_index, world_size=world, num_workers=config.num_workers,
+                start_step=state.step_in_epoch, uint8=True))
+            loss_sum, loss_steps = torch.zeros((), device=device), 0
+            window_loss, window_steps = torch.zeros((), device=device), 0
+            meter.reset()
+            for step_in_epoch in range(state.step_in_epoch, steps_per_epoch):
+                waited = time.perf_counter()
+                batch = loader.to_float(next(batches), device)
+                meter.data_wait += time.perf_counter() - waited
+                x = batch["makeup"] if input_dtype is None else batch["makeup"].to(input_dtype)
+                outputs = model(x)
+                loss, _ = restoration_loss(outputs, {t: batch[targets_of[t]] for t in outputs}, weights,
+                                           config.loss_scale)
+                accelerator.backward(loss)
+                if config.grad_clip_norm > 0 and not deepspeed:  # DeepSpeed clips itself (gradient_clipping)
+                    accelerator.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
 
-            state.step_in_epoch, state.global_step = step_in_epoch + 1, state.global_step + 1
-            meter.images += config.batch_size
-            loss = loss.detach()
-            loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
-            window_loss, window_steps = window_loss + loss, window_steps + 1
-            last_step = state.global_step == total_steps
-            if state.global_step % config.stop_check_every == 0 or last_step:
-                stop_now, bad = stop.agreed(accelerator, ~torch.isfinite(loss))
-                if bad:
-                    status("failed", error=f"non-finite loss at step {state.global_step}")
-                    tracker.finish()
-                    raise NonFiniteLoss(
-                        f"loss became NaN/inf at step {state.global_step} (epoch {epoch}); the last good "
-                        f"checkpoint is kept in {ckpt.checkpoint_dir(run_dir)}: lower --lr and resume or restart"
-                    )
-                if stop_now:
-                    save(f"stop requested ({stop.signalled or 'STOP file'})")
-                    status("preempted")
-                    tracker.finish()
-                    return {"status": "preempted"}
-            if config.save_every_steps and state.global_step % config.save_every_steps == 0 and not last_step:
-                save("periodic")
-            if state.global_step % config.log_every == 0 or step_in_epoch + 1 == steps_per_epoch:
-                img_s, wait = meter.rates()
-                mean_loss = (reduce_sum(window_loss) / (window_steps * world)).item()
-                lr = scheduler.get_last_lr()[0]
-                eta = (total_steps - state.global_step) * config.batch_size / max(img_s, 1e-9)
-                log.info("epoch %d/%d step %d/%d loss %.4f lr %.3g %.1f img/s data-wait %.0f%% ETA %s",
-                         epoch + 1, config.epochs, state.global_step, total_steps, mean_loss, lr, img_s,
-                         100 * wait, _hms(eta))
-                step_metrics = {"loss": mean_loss, "lr": lr, "img_per_s": img_s, "data_wait": wait}
-                if device.type == "cuda":
-                    step_metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-                tracker.log_step(step_metrics, state.global_step)
-                status("running", img_per_s=img_s, eta_s=eta)
-                window_loss, window_steps = torch.zeros((), device=device), 0
-                meter.reset()
+                state.step_in_epoch, state.global_step = step_in_epoch + 1, state.global_step + 1
+                meter.images += config.batch_size
+                loss = loss.detach()
+                loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
+                window_loss, window_steps = window_loss + loss, window_steps + 1
+                last_step = state.global_step == total_steps
+                if state.global_step % config.stop_check_every == 0 or last_step:
+                    stop_now, bad = stop.agreed(accelerator, ~torch.isfinite(loss))
+                    if bad:
+                        status("failed", error=f"non-finite loss at step {state.global_step}")
+                        tracker.finish()
+                        raise NonFiniteLoss(
+                            f"loss became NaN/inf at step {state.global_step} (epoch {epoch}); the last good "
+                            f"checkpoint is kept in {ckpt.checkpoint_dir(run_dir)}: lower --lr and resume or restart"
+                        )
+                    if stop_now:
+                        save(f"stop requested ({stop.signalled or 'STOP file'})")
+                        status("preempted")
+                        tracker.finish()
+                        return {"status": "preempted"}
+                if config.save_every_steps and state.global_step % config.save_every_steps == 0 and not last_step:
+                    save("periodic")
+                if state.global_step % config.log_every == 0 or step_in_epoch + 1 == steps_per_epoch:
+                    img_s, wait = meter.rates()
+                    mean_loss = (reduce_sum(window_loss) / (window_steps * world)).item()
+                    lr = scheduler.get_last_lr()[0]
+                    eta = (total_steps - state.global_step) * config.batch_size / max(img_s, 1e-9)
+                    log.info("epoch %d/%d step %d/%d loss %.4f lr %.3g %.1f img/s data-wait %.0f%% ETA %s",
+                             epoch + 1, config.epochs, state.global_step, total_steps, mean_loss, lr, img_s,
+                             100 * wait, _hms(eta))
+                    step_metrics = {"loss": mean_loss, "lr": lr, "img_per_s": img_s, "data_wait": wait}
+                    if device.type == "cuda":
+                        step_metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                    tracker.log_step(step_metrics, state.global_step)
+                    status("running", img_per_s=img_s, eta_s=eta)
+                    window_loss, window_steps = torch.zeros((), device=device), 0
+                    meter.reset()
 
-        state.epoch, state.step_in_epoch = epoch + 1, 0
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            train_loss = (reduce_sum(loss_sum) / (max(loss_steps, 1) * world)).item()
-            val, first = evaluate(
-                eval_model,
-                loader.eval_batches(shards, "val", batch_size=local_batch, with_hr="sr" in tasks,
-                                    rank=accelerator.process_index, world_size=world,
-                                    num_workers=config.num_workers, uint8=True),
-                tasks, device, reduce_sum, accelerator.autocast, baselines=not baselines, input_dtype=input_dtype)
-            baselines = baselines or {k: v for k, v in val.items() if k.startswith(("identity", "bicubic"))}
-            record = {"epoch": epoch + 1, "step": state.global_step, "train_loss": train_loss,
-                      "lr": scheduler.get_last_lr()[0],
-                      **{f"val_{k}": v for k, v in val.items() if not k.startswith(("identity", "bicubic"))}}
-            improved = record["val_psnr"] > state.best_val_psnr  # the same on every rank (reduced)
-            images = {}
-            if improved:
-                state.best_val_psnr, state.best_epoch = record["val_psnr"], epoch + 1
-                best = _weights(accelerator, model)
-                if is_main:
-                    ckpt.save_weights(best, run_dir / "best.safetensors",
-                                      {"model": config.model, "epoch": str(epoch + 1)})
-                    if first is not None:
-                        panel = sample_panel(first, config.sample_panels)
-                        (run_dir / "samples").mkdir(exist_ok=True)
-                        panel.save(run_dir / "samples" / f"epoch-{epoch + 1:04d}.png")
-                        images["val"] = panel
-            tracker.log_eval(record, images)
-            log.info("epoch %d val PSNR %.3f dB SSIM %.4f%s (identity %.3f dB)%s", epoch + 1, record["val_psnr"],
-                     record["val_ssim"], f" | SR PSNR {record['val_psnr_sr']:.3f} dB" if "val_psnr_sr" in record
-                     else "", baselines.get("identity_psnr", math.nan), " best" if improved else "")
-            status("running", last_metrics=record)
-        save("epoch end")
+            state.epoch, state.step_in_epoch = epoch + 1, 0
+            if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+                train_loss = (reduce_sum(loss_sum) / (max(loss_steps, 1) * world)).item()
+                val, first = evaluate(
+                    eval_model,
+                    loader.eval_batches(shards, "val", batch_size=local_batch, with_hr="sr" in tasks,
+                                        rank=accelerator.process_index, world_size=world,
+                                        num_workers=config.num_workers, uint8=True),
+                    tasks, device, reduce_sum, accelerator.autocast, baselines=not baselines, input_dtype=input_dtype)
+                baselines = baselines or {k: v for k, v in val.items() if k.startswith(("identity", "bicubic"))}
+                record = {"epoch": epoch + 1, "step": state.global_step, "train_loss": train_loss,
+                          "lr": scheduler.get_last_lr()[0],
+                          **{f"val_{k}": v for k, v in val.items() if not k.startswith(("identity", "bicubic"))}}
+                improved = record["val_psnr"] > state.best_val_psnr  # the same on every rank (reduced)
+                images = {}
+                if improved:
+                    state.best_val_psnr, state.best_epoch = record["val_psnr"], epoch + 1
+                    best = _weights(accelerator, model)
+                    if is_main:
+                        ckpt.save_weights(best, run_dir / "best.safetensors",
+                                          {"model": config.model, "epoch": str(epoch + 1)})
+                        if first is not None:
+                            panel = sample_panel(first, config.sample_panels)
+                            (run_dir / "samples").mkdir(exist_ok=True)
+                            panel.save(run_dir / "samples" / f"epoch-{epoch + 1:04d}.png")
+                            images["val"] = panel
+                tracker.log_eval(record, images)
+                log.info("epoch %d val PSNR %.3f dB SSIM %.4f%s (identity %.3f dB)%s", epoch + 1, record["val_psnr"],
+                         record["val_ssim"], f" | SR PSNR {record['val_psnr_sr']:.3f} dB" if "val_psnr_sr" in record
+                         else "", baselines.get("identity_psnr", math.nan), " best" if improved else "")
+                status("running", last_metrics=record)
+            save("epoch end")
 
     final = _weights(accelerator, model)
     if is_main:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sys
 import time
 from datetime import datetime, timezone
@@ -62,13 +63,13 @@ class RunTracker:
         import wandb
 
         id_file = self.run_dir / "wandb_id.txt"
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
         id_file.write_text(run_id + "\n")
         run = wandb.init(
             project=project, entity=entity, id=run_id, resume="allow", mode=mode, dir=str(self.run_dir),
             name=self.run_dir.name, config=config, settings=wandb.Settings(console="off", silent=True),
         )
-        log.info("wandb %s run %s (%s)", mode, run_id, run.url or self.run_dir / "wandb")
+        log.info("wandb %s run %s (%s)", mode, run_id, run.url if mode == "online" else self.run_dir / "wandb")
         return run
 
     def log_step(self, metrics: dict[str, float], step: int) -> None:

@@ -1,0 +1,229 @@
+"""The training engine end to end on tiny synthetic shards (CPU, fp32).
+
+Covers the run-dir contract, wandb offline files, loss going down for every network, exact resume
+after a real SIGKILL, the SIGTERM checkpoint, the NaN stop, 2-process DDP metrics, evaluate and
+predict on a trained run, and the resume refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from demakeup_dist.data.shards import write_shards
+from demakeup_dist.data.synth import synth_dataset
+from demakeup_dist.models import build_model
+from demakeup_dist.train.config import load_config
+from demakeup_dist.train.loop import NonFiniteLoss, train
+
+SIZE = 32
+DEMAKEUP = [sys.executable, "-m", "launcher.main"]
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory) -> Path:
+    """12 train / 4 val / 4 test synthetic triplets at 32x32 (HR 128x128), 4 samples per shard."""
+    root = tmp_path_factory.mktemp("train_data")
+    data = synth_dataset(root / "data", train=12, val=4, test=4, size=SIZE, seed=3, workers=1, progress=False)
+    write_shards(data, root / "shards", samples_per_shard=4, workers=1, progress=False)
+    return root / "shards"
+
+
+def tiny(model: str, **overrides):
+    base = dict(epochs=2, batch_size=4, wandb="disabled", num_workers=0)
+    return load_config(model, **{**base, **overrides})
+
+
+def run_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(DEMAKEUP + args, capture_output=True, text=True, env=env, timeout=600, **kwargs)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.fixture(scope="module")
+def p4_run(shards, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("p4") / "run"
+    train(tiny("p4", wandb="offline"), shards, run_dir)
+    return run_dir
+
+
+def test_run_dir_contract(p4_run):
+    for name in ("config.yaml", "metrics.jsonl", "best.safetensors", "model.safetensors", "results.json",
+                 "status.json", "train.log", "wandb_id.txt"):
+        assert (p4_run / name).is_file(), name
+    records = [json.loads(line) for line in (p4_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("step", "train_loss", "lr", "val_psnr", "val_ssim", "val_psnr_sr", "val_ssim_sr"):
+        assert all(np.isfinite(r[key]) for r in records), key
+    assert sorted(p.name for p in (p4_run / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
+    assert len(list((p4_run / "samples").glob("*.png"))) >= 1
+    panel = Image.open(next((p4_run / "samples").glob("*.png")))
+    assert panel.size == (5 * SIZE, SIZE)  # input | target | prediction | HR crop | SR crop
+    results = json.loads((p4_run / "results.json").read_text())
+    for key in ("psnr", "ssim", "identity_psnr", "identity_ssim", "psnr_sr", "bicubic_psnr_sr"):
+        assert np.isfinite(results[key]), key
+    assert json.loads((p4_run / "status.json").read_text())["status"] == "finished"
+    model = build_model("p4")
+    model.load_state_dict(weights(p4_run / "best.safetensors"))  # strict: every key matches
+
+
+def test_wandb_offline_files(p4_run):
+    run_id = (p4_run / "wandb_id.txt").read_text().strip()
+    runs = list((p4_run / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(runs) == 1
+    assert (runs[0] / f"run-{run_id}.wandb").stat().st_size > 0
+    assert list(runs[0].glob("files/media/images/**/*.png")), "sample panels are logged as images"
+
+
+def test_evaluate_cli_reproduces_best_val_psnr(p4_run, shards):
+    records = [json.loads(line) for line in (p4_run / "metrics.jsonl").read_text().splitlines()]
+    best = max(records, key=lambda r: r["val_psnr"])
+    out = run_cli(["evaluate", str(p4_run), "--shards", str(shards), "--split", "val"])
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("psnr "))
+    assert float(row.split()[1]) == pytest.approx(best["val_psnr"], abs=1e-3)
+    assert any(line.startswith("psnr_sr") and "bicubic" in line for line in out.stdout.splitlines())
+
+
+def test_predict_cli_on_odd_rgba_and_gray_images(p4_run, tmp_path):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (37, 50, 4), dtype=np.uint8), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rng.integers(0, 255, (45, 33), dtype=np.uint8), "L").save(tmp_path / "gray.jpg")
+    (tmp_path / "notes.jpg").write_text("not an image")
+    out = run_cli(["predict", str(p4_run), str(tmp_path / "rgba.png"), str(tmp_path / "gray.jpg"), "--out",
+                   str(tmp_path / "out")])
+    assert out.returncode == 0, out.stderr
+    assert Image.open(tmp_path / "out" / "rgba_demakeup.png").size == (50, 37)
+    assert Image.open(tmp_path / "out" / "rgba_sr4x.png").size == (200, 148)
+    assert Image.open(tmp_path / "out" / "gray_demakeup.png").mode == "RGB"
+    bad = run_cli(["predict", str(p4_run), str(tmp_path / "notes.jpg"), "--out", str(tmp_path / "out2")])
+    assert bad.returncode != 0 and "notes.jpg" in bad.stderr and "not a readable image" in bad.stderr
+
+
+@pytest.mark.parametrize("model", ["p1", "p2", "p3"])
+def test_loss_decreases(model, shards, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny(model, epochs=4, lr=2e-3), shards, run_dir)
+    losses = [json.loads(line)["train_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(shards, tmp_path, monkeypatch):
+    import demakeup_dist.train.loop as loop
+
+    real, calls = loop.restoration_loss, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        total, terms = real(*args, **kwargs)
+        return (total * float("nan") if calls["n"] == 3 else total), terms
+
+    monkeypatch.setattr(loop, "restoration_loss", poisoned)
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match="at step 3"):
+        train(tiny("p1", save_every_steps=1), shards, run_dir)
+    # Steps 1 and 2 were good and saved (the last 2 are kept); the NaN step 3 saved nothing.
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
+
+
+@pytest.fixture(scope="module")
+def reference_p1(shards, tmp_path_factory) -> Path:
+    """An uninterrupted p1 run (3 epochs x 3 steps) to compare interrupted ones against."""
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    out = run_cli(["train", "p1", "--shards", str(shards), "--run-dir", str(run_dir), "--epochs", "3",
+                   "--batch-size", "4", "--wandb", "disabled", "--num-workers", "1", "--save-every-steps", "1"])
+    assert out.returncode == 0, out.stderr
+    return run_dir
+
+
+def _start_p1(shards: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        DEMAKEUP + ["train", "p1", "--shards", str(shards), "--run-dir", str(run_dir), "--epochs", "3",
+                    "--batch-size", "4", "--wandb", "disabled", "--num-workers", "1", "--save-every-steps", "1",
+                    *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"training ended before {path.name} appeared:\n{proc.stdout.read()}"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_sigkill_then_resume_gives_identical_weights(shards, tmp_path, reference_p1):
+    run_dir = tmp_path / "run"
+    proc = _start_p1(shards, run_dir)
+    _wait_for(run_dir / "checkpoints" / "step-00000004", proc)  # mid epoch 2
+    proc.kill()
+    proc.wait()
+    assert not (run_dir / "model.safetensors").exists()
+    out = run_cli(["train", "p1", "--shards", str(shards), "--run-dir", str(run_dir), "--resume", "latest"])
+    assert out.returncode == 0, out.stderr
+    assert "resumed from" in out.stderr
+    assert_same_weights(run_dir / "model.safetensors", reference_p1 / "model.safetensors")
+    assert_same_weights(run_dir / "best.safetensors", reference_p1 / "best.safetensors")
+
+
+def test_sigterm_checkpoints_at_step_boundary_and_resume_auto_finishes(shards, tmp_path, reference_p1):
+    run_dir = tmp_path / "run"
+    proc = _start_p1(shards, run_dir)
+    _wait_for(run_dir / "checkpoints" / "step-00000002", proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 0
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "preempted"
+    assert (run_dir / "checkpoints" / f"step-{status['step']:08d}").is_dir()
+    out = run_cli(["train", "p1", "--shards", str(shards), "--run-dir", str(run_dir), "--resume", "auto"])
+    assert out.returncode == 0, out.stderr
+    assert_same_weights(run_dir / "model.safetensors", reference_p1 / "model.safetensors")
+    again = run_cli(["train", "p1", "--shards", str(shards), "--run-dir", str(run_dir), "--resume", "auto"])
+    assert again.returncode == 0 and "finished" in again.stderr
+
+
+def test_resume_refusals(shards, reference_p1):
+    run = str(reference_p1)
+    no_resume = run_cli(["train", "p1", "--shards", str(shards), "--run-dir", run])
+    assert no_resume.returncode == 2 and "--resume latest" in no_resume.stderr
+    other_model = run_cli(["train", "p3", "--shards", str(shards), "--run-dir", run, "--resume", "latest"])
+    assert other_model.returncode == 2 and "belongs to model 'p1'" in other_model.stderr
+    changed = run_cli(["train", "p1", "--shards", str(shards), "--run-dir", run, "--resume", "latest", "--lr", "0.5"])
+    assert changed.returncode == 2 and "lr: 0.01 -> 0.5" in changed.stderr
+
+
+def test_two_process_ddp_p4_aggregates_metrics_exactly(shards, tmp_path):
+    run_dir = tmp_path / "run"
+    out = run_cli(["train", "p4", "--shards", str(shards), "--run-dir", str(run_dir), "--epochs", "1",
+                   "--batch-size", "4", "--nproc", "2", "--wandb", "disabled", "--num-workers", "0"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "on 2 process(es)" in (run_dir / "train.log").read_text()
+    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    # The same weights evaluated by one process over the whole val split give the same means.
+    single = run_cli(["evaluate", str(run_dir), "--shards", str(shards), "--split", "val"])
+    rows = {line.split()[0]: float(line.split()[1]) for line in single.stdout.splitlines()[2:]}
+    assert rows["psnr"] == pytest.approx(record["val_psnr"], abs=1e-3)
+    assert rows["psnr_sr"] == pytest.approx(record["val_psnr_sr"], abs=1e-3)
