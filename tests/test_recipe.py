@@ -84,3 +84,23 @@ def test_shipped_configs_load(model):
     cfg = load_config(model)
     assert cfg.model == model and cfg.batch_size == 64 and cfg.epochs == 300
     assert cfg.lr == BRIEF_LR
+
+
+@pytest.mark.parametrize("zero", [1, 2, 3])
+def test_deepspeed_config_maps_the_run(zero):
+    from demakeup_dist.train.distributed import deepspeed_config
+
+    ds = deepspeed_config(TrainConfig(strategy="deepspeed", zero=zero, grad_clip_norm=0.5), 8, "bf16")
+    assert ds["zero_optimization"]["stage"] == zero
+    assert ds["train_micro_batch_size_per_gpu"] == 8 and ds["gradient_accumulation_steps"] == 1
+    assert ds["gradient_clipping"] == 0.5
+    assert ds["bf16"] == {"enabled": True} and ds["fp16"] == {"enabled": False}
+
+
+def test_deepspeed_on_cpu_is_refused_clearly():
+    from demakeup_dist.train.distributed import make_accelerator
+
+    if torch.cuda.is_available():
+        pytest.skip("DeepSpeed runs on this machine's GPUs")
+    with pytest.raises(ValueError, match="needs CUDA GPUs; on CPU use --strategy ddp"):
+        make_accelerator(TrainConfig(strategy="deepspeed"))

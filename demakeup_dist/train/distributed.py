@@ -45,6 +45,10 @@ def make_accelerator(config: TrainConfig, micro_batch_for_deepspeed: int | None 
 
     cpu = not torch.cuda.is_available()
     precision = resolve_precision(config.precision)
+    if cpu and config.strategy == "deepspeed":
+        # accelerate 1.15 hands a CUDA-less run to DeepSpeed without a process group of its own:
+        # every rank then believes it is rank 0 of 1 (measured), so refuse instead of corrupting the run dir.
+        raise ValueError("--strategy deepspeed needs CUDA GPUs; on CPU use --strategy ddp (same recipe, same results)")
     handlers = []
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # naming a backend alone makes accelerate go distributed
         handlers.append(InitProcessGroupKwargs(backend="gloo" if cpu else "nccl", timeout=timedelta(minutes=30)))
