@@ -344,3 +344,10 @@ def test_models_command_rejects_bad_options(args: list[str]) -> None:
     result = CliRunner().invoke(_cli(), ["models", *args])
     assert result.exit_code == 2
     assert args[0] in result.output
+
+
+@pytest.mark.parametrize("name", ["p1", "p2", "p3", "p4"])
+def test_model_tasks_matches_built_model(name):
+    from demakeup_dist.models import model_tasks
+
+    assert model_tasks(name) == build_model(name).tasks

@@ -84,6 +84,9 @@ def test_shipped_configs_load(model):
     cfg = load_config(model)
     assert cfg.model == model and cfg.batch_size == 64 and cfg.epochs == 300
     assert cfg.lr == BRIEF_LR
+    from demakeup_dist.models import build_model
+
+    assert build_model(model, **cfg.model_args).tasks[0] == "demakeup"  # model_args are valid options
 
 
 @pytest.mark.parametrize("zero", [1, 2, 3])

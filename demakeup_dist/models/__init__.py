@@ -62,6 +62,11 @@ def model_options(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in params if p.name != "self" and p.name not in excluded}
 
 
+def model_tasks(name: str) -> tuple[str, ...]:
+    """The keys of network ``name``'s output dict, without building it."""
+    return ("demakeup", "sr") if _spec(name).fixed.get("sr_head") else ("demakeup",)
+
+
 def build_model(name: str, **overrides: Any) -> nn.Module:
     """Build network ``name`` ("p1" ... "p4") with constructor ``overrides`` (e.g. from configs/p*.yaml).
 
@@ -79,4 +84,4 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
     return spec.cls(**spec.fixed, **overrides)
 
 
-__all__ = ["MODEL_NAMES", "MODELS", "ModelSpec", "Res34UNet", "UNet", "build_model", "model_options"]
+__all__ = ["MODEL_NAMES", "MODELS", "ModelSpec", "Res34UNet", "UNet", "build_model", "model_options", "model_tasks"]

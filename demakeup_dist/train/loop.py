@@ -17,7 +17,7 @@ import torch
 
 from demakeup_dist.data import loader
 from demakeup_dist.data.shards import load_manifest
-from demakeup_dist.models import build_model
+from demakeup_dist.models import build_model, model_tasks
 from demakeup_dist.train import checkpoint as ckpt
 from demakeup_dist.train.config import TrainConfig, save_config
 from demakeup_dist.train.distributed import StopRequest, make_accelerator, resolve_precision
@@ -47,7 +47,7 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     else:
         check_same_model(run_dir, config.model)
 
-    tasks = build_model(config.model).tasks
+    tasks = model_tasks(config.model)
     if "sr" in tasks and not manifest.get("has_hr"):
         raise ValueError(f"{config.model} trains the 4x SR head, but the shards in {shards} hold no HR images")
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -57,8 +57,6 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     accelerator = make_accelerator(config, micro_batch_for_deepspeed=local_batch)
     is_main, device = accelerator.is_main_process, accelerator.device
     steps_per_epoch = loader.steps_per_epoch(shards, global_batch=config.batch_size, world_size=world)
-    if steps_per_epoch < 1:
-        raise ValueError(f"the train split of {shards} is smaller than one global batch ({config.batch_size})")
     total_steps = steps_per_epoch * config.epochs
 
     if is_main:
@@ -75,9 +73,8 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     # Same seed on every rank -> identical initial weights; data order is seeded separately per epoch.
     from accelerate.utils import set_seed
     set_seed(config.seed)
-    overrides = dict(config.model_args, grad_checkpointing=config.grad_checkpointing or
-                     config.model_args.get("grad_checkpointing", False))
-    net = build_model(config.model, **overrides).to(device)
+    model_args = {**config.model_args, **({"grad_checkpointing": True} if config.grad_checkpointing else {})}
+    net = build_model(config.model, **model_args).to(device)
     if device.type == "cuda" and config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     if config.compile:
