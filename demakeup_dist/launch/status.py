@@ -1,0 +1,135 @@
+"""`demakeup status` / `demakeup cancel`: a run's Slurm state and training progress; stopping it.
+
+A target is a run dir, a Slurm job id, or nothing (the newest run under ./runs). The run dir links the
+two: its `submissions.json` (written by `submit`) names the jobs, and a job's log file lies in its run
+dir. Slurm is asked with scontrol/squeue (they know a job while it is pending, running or recently
+ended) and sacct (when the cluster keeps accounting); without Slurm only the run dir is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from demakeup_dist.launch.submit import RECORD_NAME
+
+ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED",
+                 "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
+
+
+@dataclass
+class JobState:
+    job_id: str
+    state: str | None = None  # Slurm's JobState (RUNNING, PENDING, COMPLETED, ...); None: Slurm does not know it
+    reason: str | None = None  # why it is pending, e.g. BeginTime after a requeue
+    restarts: int | None = None  # Slurm's restart count (requeues)
+
+
+@dataclass
+class RunReport:
+    run_dir: Path | None
+    job: JobState | None
+    status: dict = field(default_factory=dict)  # RUN_DIR/status.json as the trainer wrote it
+    checkpoints: list[str] = field(default_factory=list)
+    log: Path | None = None
+
+
+def resolve_target(target: str | None, runs_root: Path = Path("runs")) -> tuple[Path | None, str | None]:
+    """(run dir, last job id) for a run dir, a job id, or None = the newest run dir under `runs_root`."""
+    if target is None:
+        runs = {p.parent for name in (RECORD_NAME, "status.json") for p in runs_root.glob(f"*/{name}")}
+        if not runs:
+            raise FileNotFoundError(f"no runs under {runs_root}/: pass a RUN_DIR or a JOB_ID")
+        target = str(max(runs, key=lambda p: p.stat().st_mtime))
+    path = Path(target)
+    if path.is_dir():
+        records = _records(path)
+        return path, (records[-1]["job_id"] if records else None)
+    if not re.fullmatch(r"\d+", target):
+        raise FileNotFoundError(f"{target}: neither a run dir nor a Slurm job id")
+    for record_file in runs_root.glob(f"*/{RECORD_NAME}"):
+        if any(r["job_id"] == target for r in _records(record_file.parent)):
+            return record_file.parent, target
+    log = _squeue_stdout(target)
+    run_dir = Path(log).parent if log else None
+    return (run_dir if run_dir and (run_dir / RECORD_NAME).is_file() else None), target
+
+
+def job_state(job_id: str) -> JobState:
+    """What Slurm knows about `job_id` (fields stay None when no Slurm command answers)."""
+    job = JobState(job_id)
+    out = _run(["scontrol", "show", "job", "-o", job_id]) if shutil.which("scontrol") else None
+    if out:  # slurmctld keeps a job for MinJobAge (300 s by default) after it ended
+        fields = dict(re.findall(r"\b(JobState|Reason|Restarts)=(\S+)", out))
+        job.state, job.reason = fields.get("JobState"), fields.get("Reason")
+        job.restarts = int(fields["Restarts"]) if fields.get("Restarts", "").isdigit() else None
+    elif shutil.which("sacct"):  # older jobs: only accounting remembers them
+        out = _run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"])
+        if out and out.split():
+            job.state = out.split()[0]  # e.g. "CANCELLED by 1000"
+    return job
+
+
+def run_report(target: str | None, runs_root: Path = Path("runs")) -> RunReport:
+    run_dir, job_id = resolve_target(target, runs_root)
+    job = job_state(job_id) if job_id and not job_id.startswith("local-") else None
+    if run_dir is None:
+        return RunReport(None, job)
+    status_file = run_dir / "status.json"
+    status = json.loads(status_file.read_text(encoding="utf-8")) if status_file.is_file() else {}
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
+    logs = sorted(run_dir.glob("slurm-*.out"), key=lambda p: p.stat().st_mtime)
+    return RunReport(run_dir, job, status, checkpoints, logs[-1] if logs else None)
+
+
+def cancel(target: str, now: bool = False, runs_root: Path = Path("runs")) -> str:
+    """Stop a run, by default after a checkpoint: a running Slurm job gets TERM in its batch script only
+    (which asks the training to checkpoint at the next step and ends the job without requeueing; the
+    step's processes are not signalled, so torch elastic does not kill the workers mid-save); a run
+    outside Slurm gets the file RUN_DIR/STOP; a pending job is cancelled at once, and so is any job
+    with `now`. Returns what was done, in words."""
+    run_dir, job_id = resolve_target(target, runs_root)
+    job = job_state(job_id) if job_id and not job_id.startswith("local-") else None
+    resume = f"; continue later with `demakeup submit MODEL --shards DIR --resume {run_dir}`" if run_dir else ""
+    if job is not None and job.state in ACTIVE_STATES:
+        graceful = job.state == "RUNNING" and not now
+        _scancel(["--batch", "--signal=TERM"] if graceful else [], job_id)
+        if graceful:
+            return f"asked Slurm job {job_id} to checkpoint and stop{resume}"
+        return f"cancelled Slurm job {job_id} ({job.state})"
+    if job is not None and job.state is not None:
+        return f"Slurm job {job_id} has already ended ({job.state}); nothing to stop"
+    if run_dir is None:
+        raise FileNotFoundError(f"job {job_id}: unknown to Slurm and no run dir found for it")
+    (run_dir / "STOP").touch()
+    return f"asked the training in {run_dir} to checkpoint and stop (RUN_DIR/STOP){resume}"
+
+
+def _scancel(options: list[str], job_id: str) -> None:
+    if shutil.which("scancel") is None:
+        raise FileNotFoundError("scancel not found on PATH: run this where Slurm's commands are installed")
+    result = subprocess.run(["scancel", *options, job_id], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ValueError(f"scancel {job_id} failed: {result.stderr.strip()}")
+
+
+def _records(run_dir: Path) -> list[dict]:
+    path = run_dir / RECORD_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
+def _squeue_stdout(job_id: str) -> str | None:
+    """The job's log path (its run dir is the parent), while Slurm still knows the job."""
+    if shutil.which("squeue") is None:
+        return None
+    out = _run(["squeue", "-h", "--states=all", "-j", job_id, "-O", "STDOUT:4096"])
+    return out.strip().replace("%j", job_id) if out and out.strip() else None
+
+
+def _run(cmd: list[str]) -> str | None:
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else None
