@@ -16,7 +16,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
 
 if [ "$PART" = A ]; then
-    stamp bench; timeout 300 bash scripts/gpu_bench.sh 2>&1 | tail -n 60
+    stamp bench; PYTHON=python3 timeout 300 bash scripts/gpu_bench.sh 2>&1 | tail -n 60
     stamp deepspeed
     W=/tmp/ds; rm -rf $W
     $D synth $W/data --train 256 --val 32 --test 32 --size 64 --workers 16 >/dev/null 2>&1

@@ -1,14 +1,30 @@
-"""Building blocks shared by the four networks: instance norm, conv blocks, upsampling blocks.
+"""Building blocks shared by the four networks: instance norm, conv blocks, upsampling blocks, SR head.
 
 Conventions of every block here: NCHW float tensors (any memory format, channels_last included),
 shapes in comments are at a 224x224 network input.
+
+Three blocks have several formulations of the same function, for speed (docs/performance.md has
+the numbers):
+
+    block        class           choices (the first is the default)
+    norm         InstanceNorm2d  auto, native, reductions
+    sr_head      SRHead          composed, layered
+    input_conv   InputConv2d     auto, padded, plain
+
+A module takes its formulation when it is built: its ``impl`` argument, else the defaults that
+``implementation(...)`` sets, else the environment variable DEMAKEUP_<BLOCK> (DEMAKEUP_NORM, ...),
+else the first choice. Parameters and state dicts are the same whatever the formulation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -16,6 +32,43 @@ SIZE_MULTIPLE = 32
 """Input sides must be multiples of this: the ResNet34 encoder halves the size five times."""
 
 OUT_ACTIVATIONS = ("sigmoid", "identity")
+NORM_IMPLS = ("auto", "native", "reductions")
+SR_HEAD_IMPLS = ("composed", "layered")
+INPUT_CONV_IMPLS = ("auto", "padded", "plain")
+_ENV = {"norm": ("DEMAKEUP_NORM", NORM_IMPLS), "sr_head": ("DEMAKEUP_SR_HEAD", SR_HEAD_IMPLS),
+        "input_conv": ("DEMAKEUP_INPUT_CONV", INPUT_CONV_IMPLS)}
+_overrides: dict[str, str] = {}
+
+
+def default_impl(block: str) -> str:
+    """The formulation a new ``block`` ("norm", "sr_head", "input_conv") takes: see the module docstring.
+
+    Raises ValueError naming the environment variable when it holds an unknown value.
+    """
+    variable, choices = _ENV[block]
+    if block in _overrides:
+        return _overrides[block]
+    value = os.environ.get(variable, choices[0])
+    if value not in choices:
+        raise ValueError(f"{variable}={value!r}: choose one of {', '.join(choices)} (or unset it)")
+    return value
+
+
+@contextlib.contextmanager
+def implementation(*, norm: str | None = None, sr_head: str | None = None,
+                   input_conv: str | None = None) -> Iterator[None]:
+    """Modules built inside the ``with`` take these formulations (None: keep the current default)."""
+    chosen = {k: v for k, v in (("norm", norm), ("sr_head", sr_head), ("input_conv", input_conv)) if v is not None}
+    for block, value in chosen.items():
+        if value not in _ENV[block][1]:
+            raise ValueError(f"{block}={value!r}: choose one of {', '.join(_ENV[block][1])}")
+    saved = dict(_overrides)
+    _overrides.update(chosen)
+    try:
+        yield
+    finally:
+        _overrides.clear()
+        _overrides.update(saved)
 
 
 class InstanceNorm2d(nn.Module):
@@ -24,22 +77,37 @@ class InstanceNorm2d(nn.Module):
     The same function as ``torch.nn.InstanceNorm2d(C, affine=True, eps=1e-5)`` (biased variance
     over H and W of each image and channel). eps is PyTorch's 1e-5; tfa's
     ``InstanceNormalization`` of the brief uses 1e-3, which only matters for near-constant
-    feature maps.
+    feature maps. The output has the input's dtype (bf16 under autocast) and memory format.
 
-    Written as plain reductions rather than ``F.instance_norm``: that one reshapes to
-    ``batch_norm``, which drops channels_last and keeps Inductor from fusing the norm with the
-    following GELU. Statistics and the affine map run in float32 (bf16 sums over 50k pixels lose
-    digits); the result has the input's dtype, so under autocast it stays bf16.
+    Formulations (``impl``, default from ``default_impl("norm")``):
+
+    - "reductions": ``var_mean`` over (H, W) in float32 and one multiply-add. Under torch.compile,
+      Inductor fuses it with the following GELU / residual add and keeps channels_last;
+      ``F.instance_norm`` instead reshapes to ``batch_norm``, which drops channels_last and
+      blocks that fusion. In eager mode it is several separate kernels and autograd keeps a
+      float32 copy of a bf16 input.
+    - "native": ``F.instance_norm`` (ATen / cuDNN batch-norm kernels), the fastest in eager mode,
+      saving only the input in its own dtype; the result is put back in channels_last.
+    - "auto": "reductions" while torch.compile traces, "native" in eager mode.
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-5) -> None:
+    def __init__(self, num_channels: int, eps: float = 1e-5, impl: str | None = None) -> None:
         super().__init__()
         self.num_channels = num_channels
         self.eps = eps
+        self.impl = impl or default_impl("norm")
+        if self.impl not in NORM_IMPLS:
+            raise ValueError(f"InstanceNorm2d impl={self.impl!r}: choose one of {', '.join(NORM_IMPLS)}")
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
 
     def forward(self, x: Tensor) -> Tensor:
+        native = self.impl == "native" or (self.impl == "auto" and not torch.compiler.is_compiling())
+        # F.instance_norm refuses a single pixel (the 1/32 bridge of a 32 px input); the
+        # reductions give the same answer there: the offset.
+        return self._native(x) if native and x.shape[-1] * x.shape[-2] > 1 else self._reductions(x)
+
+    def _reductions(self, x: Tensor) -> Tensor:
         xf = x.float()
         var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)  # (B, C, 1, 1)
         # One fused multiply-add on the full tensor; autograd then keeps a single full-size
@@ -48,8 +116,45 @@ class InstanceNorm2d(nn.Module):
         shift = self.bias.float().view(1, -1, 1, 1) - mean * scale
         return (xf * scale + shift).to(x.dtype)
 
+    def _native(self, x: Tensor) -> Tensor:
+        y = F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # instance_norm returns NCHW; the next conv would convert back anyway, but here the
+            # GELU in between runs channels_last too and callers see the layout they passed in.
+            y = y.contiguous(memory_format=torch.channels_last)
+        return y
+
     def extra_repr(self) -> str:
-        return f"{self.num_channels}, eps={self.eps}"
+        return f"{self.num_channels}, eps={self.eps}, impl={self.impl}"
+
+
+class InputConv2d(nn.Conv2d):
+    """``nn.Conv2d`` for the 3-channel input image that, on CUDA, zero-pads the input channels to 8.
+
+    cuDNN's bf16 channels_last kernels want channel counts that are multiples of 8; with 3 they run
+    extra padding kernels (visible in the profile of p4). Padding the input, and the weight with
+    zero input channels, is the same function (the extra channels multiply zeros) with the same
+    parameters and gradients. ``impl="auto"`` pads CUDA tensors only (on CPU it would only add
+    work), ``"padded"`` always, ``"plain"`` never.
+    """
+
+    def __init__(self, *args: Any, impl: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.impl = impl or default_impl("input_conv")
+        if self.impl not in INPUT_CONV_IMPLS:
+            raise ValueError(f"InputConv2d impl={self.impl!r}: choose one of {', '.join(INPUT_CONV_IMPLS)}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        extra = -self.in_channels % 8
+        if self.impl == "plain" or (self.impl == "auto" and not x.is_cuda) or not extra:
+            return super().forward(x)
+        layout = torch.channels_last if self.weight.is_contiguous(memory_format=torch.channels_last) \
+            else torch.contiguous_format
+        x = F.pad(x, (0, 0, 0, 0, 0, extra)).contiguous(memory_format=layout)  # (B, 8, H, W)
+        return self._conv_forward(x, F.pad(self.weight, (0, 0, 0, 0, 0, extra)), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, impl={self.impl}"
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -84,6 +189,63 @@ class UpBlock(nn.Module):
         if skip is not None:
             x = torch.cat([x, skip], dim=1)  # (B, out + skip, 2H, 2W)
         return self.convs(x)
+
+
+class SRHead(nn.Sequential):
+    """The 4x SR head: ConvTranspose 2x2 s2 (c1) -> ConvTranspose 2x2 s2 (c2) -> Conv 1x1 (out), as listed.
+
+    ``forward(y)``: (B, in, H, W) -> (B, out, 4H, 4W) logits. There is no nonlinearity between the
+    layers, so the head is one linear map from each input pixel to a 4x4 output patch. With
+    ``impl="composed"`` that map's weights are computed from the three layers' parameters at every
+    call (a few thousand numbers, autograd passes gradients back to the three layers) and applied
+    as Conv 1x1 (in -> 16 * out) + ``pixel_shuffle(4)``: the same function, parameters, state
+    dict and gradients as ``impl="layered"`` (the three layers one after the other), without the
+    (B, c1, 2H, 2W) and (B, c2, 4H, 4W) intermediates (2.5 GB at batch 64, 224 px, bf16) and
+    with ~14x fewer FLOPs.
+    """
+
+    def __init__(self, in_channels: int, head_channels: Sequence[int] = (32, 16), out_channels: int = 3,
+                 impl: str | None = None) -> None:
+        c1, c2 = head_channels
+        super().__init__(
+            nn.ConvTranspose2d(in_channels, c1, 2, stride=2),  # (B, 32, 448, 448)
+            nn.ConvTranspose2d(c1, c2, 2, stride=2),  # (B, 16, 896, 896)
+            nn.Conv2d(c2, out_channels, 1),  # (B, 3, 896, 896)
+        )
+        self.impl = impl or default_impl("sr_head")
+        if self.impl not in SR_HEAD_IMPLS:
+            raise ValueError(f"SRHead impl={self.impl!r}: choose one of {', '.join(SR_HEAD_IMPLS)}")
+
+    def forward(self, y: Tensor) -> Tensor:
+        if self.impl == "layered":
+            return super().forward(y)
+        weight, bias = self.composed()
+        # y's dtype, as the layered head's weights would be: bf16 under autocast or for a bf16 model.
+        return F.pixel_shuffle(F.conv2d(y, weight.to(y.dtype), bias.to(y.dtype)), 4)  # (B, out, 4H, 4W)
+
+    def composed(self) -> tuple[Tensor, Tensor]:
+        """(weight (16 * out, in, 1, 1), bias (16 * out,)) of the Conv 1x1 that ``pixel_shuffle(4)`` unfolds.
+
+        Output channel q * 16 + 4 r + s is output pixel (r, s) of channel q's 4x4 patch, with
+        r = 2a + x: a is the first transposed conv's kernel row, x the second's (same for columns).
+        """
+        up1, up2, proj = self
+        w1, w2, w3 = up1.weight, up2.weight, proj.weight[:, :, 0, 0]  # (in, c1, 2, 2), (c1, c2, 2, 2), (out, c2)
+        # float32 whatever autocast says: these are weights, rounded to bf16 once by the conv.
+        with _autocast_off(w1.device.type):
+            w1, w2, w3 = w1.float(), w2.float(), w3.float()
+            kernel = torch.einsum("koac,opxz,qp->qaxczk", w1, w2, w3)  # (out, 2, 2, 2, 2, in)
+            # A patch pixel's bias depends only on the second layer's kernel position (x, z).
+            inner = up2.bias.float().view(-1, 1, 1) + torch.einsum("o,opxz->pxz", up1.bias.float(), w2)
+            bias = proj.bias.float().view(-1, 1, 1) + torch.einsum("qp,pxz->qxz", w3, inner)  # (out, 2, 2)
+        weight = kernel.reshape(-1, kernel.shape[-1], 1, 1)
+        return weight, bias.repeat(1, 2, 2).reshape(-1)  # (out, 4, 4): row r uses x = r % 2
+
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()  # e.g. the meta device of `demakeup models`: no autocast there
 
 
 class OutputActivation(nn.Module):

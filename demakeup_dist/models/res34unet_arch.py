@@ -11,7 +11,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from demakeup_dist.models.layers import OutputActivation, UpBlock, check_input_size, conv_block, maybe_checkpoint
+from demakeup_dist.models.layers import (
+    InputConv2d, OutputActivation, SRHead, UpBlock, check_input_size, conv_block, maybe_checkpoint,
+)
 from demakeup_dist.models.resnet34_arch import ResNet34Encoder
 
 DECODER_STAGES = 5
@@ -49,20 +51,6 @@ class UNetDecoder(nn.Module):
         return x  # (B, 16, 224, 224)
 
 
-def _sr_head(in_channels: int, head_channels: Sequence[int]) -> nn.Sequential:
-    """Two ConvTranspose 2x2 s2 (x4 size) then Conv1x1 to 3 channels, exactly as the hint lists.
-
-    The hint puts no norm or activation between them, so the head is linear up to the output
-    sigmoid (equivalent to one ConvTranspose 4x4 stride 4); kept as listed to stay faithful.
-    """
-    c1, c2 = head_channels
-    return nn.Sequential(
-        nn.ConvTranspose2d(in_channels, c1, 2, stride=2),  # (B, 32, 448, 448)
-        nn.ConvTranspose2d(c1, c2, 2, stride=2),  # (B, 16, 896, 896)
-        nn.Conv2d(c2, 3, 1),  # (B, 3, 896, 896)
-    )
-
-
 class Res34UNet(nn.Module):
     """ResNet34-encoder U-Net (p2, p3, p4 of SPEC 3).
 
@@ -79,10 +67,9 @@ class Res34UNet(nn.Module):
         input_skip_channels: width of the full-resolution skip, Conv3x3 on the input image (skips only).
         head_channels: widths of both p4 heads' two layers (sr_head only).
         out_activation: "sigmoid" (outputs in [0, 1]) or "identity" (raw values).
-        grad_checkpointing: recompute in backward the part that dominates activation memory instead
-            of storing it: the SR head when there is one (its 896x896 maps), else the decoder blocks.
-        checkpoint_decoder: also recompute the decoder blocks (with sr_head; without one
-            it is the same as grad_checkpointing).
+        grad_checkpointing: recompute in backward instead of storing: the decoder blocks, and the
+            SR head when there is one (its 896x896 output).
+        checkpoint_decoder: recompute the decoder blocks (implied by grad_checkpointing).
     """
 
     def __init__(
@@ -103,13 +90,13 @@ class Res34UNet(nn.Module):
         if not (isinstance(input_skip_channels, int) and input_skip_channels > 0):
             raise ValueError(f"input_skip_channels={input_skip_channels!r}: expected a positive integer")
         self.encoder = ResNet34Encoder()
-        self.input_skip = nn.Conv2d(3, input_skip_channels, 3, padding=1) if skips else None
+        self.input_skip = InputConv2d(3, input_skip_channels, 3, padding=1) if skips else None
         skip_channels = (input_skip_channels, *self.encoder.out_channels[:-1]) if skips else ()
         self.decoder = UNetDecoder(
             self.encoder.out_channels[-1],
             decoder_channels,
             skip_channels,
-            checkpointed=checkpoint_decoder or (grad_checkpointing and not sr_head),
+            checkpointed=checkpoint_decoder or grad_checkpointing,
         )
         last = decoder_channels[-1]
         if sr_head:
@@ -118,7 +105,9 @@ class Res34UNet(nn.Module):
                 conv_block(head_channels[0], head_channels[1]),  # (B, 16, 224, 224)
                 nn.Conv2d(head_channels[1], 3, 1),  # (B, 3, 224, 224)
             )
-            self.sr_head: nn.Sequential | None = _sr_head(last, head_channels)
+            # Two ConvTranspose 2x2 s2 then Conv1x1 to 3 channels, exactly as the hint lists; the
+            # head is linear, which SRHead uses to skip its 448 / 896 px intermediates (layers.py).
+            self.sr_head: nn.Sequential | None = SRHead(last, head_channels)
         else:
             self.demakeup_head = nn.Sequential(nn.Conv2d(last, 3, 1))  # (B, 3, 224, 224)
             self.sr_head = None

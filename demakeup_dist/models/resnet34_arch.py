@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from demakeup_dist.models.layers import InstanceNorm2d, conv_block
+from demakeup_dist.models.layers import InputConv2d, InstanceNorm2d, conv_block
 
 FEATURE_NAMES = ("conv1", "conv2_3", "conv3_4", "conv4_6", "conv5_3")
 STAGE_BLOCKS = (3, 4, 6, 3)
@@ -74,7 +74,7 @@ class ResNet34Encoder(nn.Module):
         super().__init__()
         # Conv padding=3 is the same function as the hint's ZeroPadding2D(3) + unpadded conv.
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
+            InputConv2d(3, 64, 7, stride=2, padding=3, bias=False),
             InstanceNorm2d(64),
             nn.GELU(),
         )

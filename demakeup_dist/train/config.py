@@ -58,8 +58,8 @@ class TrainConfig:
 
     seed: int = 25
     """The brief seeds numpy with 25."""
-    num_workers: int = 2
-    """Data-loader worker processes per training process."""
+    num_workers: int | None = None
+    """Data-loader worker processes per training process (None = this process's share of the cores, max 8)."""
     eval_every: int = 1
     """Evaluate on val every N epochs (and always after the last)."""
     save_every_steps: int = 0
@@ -90,11 +90,18 @@ class TrainConfig:
             (0 <= self.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
             (self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
-            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            (self.num_workers is None or self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def resolved_num_workers(self, local_processes: int) -> int:
+        """JPEG decoding of the 896x896 targets needs several cores per GPU; leave one for the trainer."""
+        if self.num_workers is not None:
+            return self.num_workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(8, cores // max(local_processes, 1) - 1))
 
     def resolved_wandb_mode(self) -> str:
         if self.wandb != "auto":

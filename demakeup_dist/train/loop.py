@@ -75,8 +75,10 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     set_seed(config.seed)
     model_args = {**config.model_args, **({"grad_checkpointing": True} if config.grad_checkpointing else {})}
     net = build_model(config.model, **model_args).to(device)
-    if device.type == "cuda" and config.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+        if config.channels_last:
+            net = net.to(memory_format=torch.channels_last)
     if config.compile:
         net.compile()
     optimizer = make_optimizer(net, config, fused=device.type == "cuda" and config.strategy == "ddp")
@@ -100,6 +102,7 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
                          config.wandb_entity, is_main, restarts)
     stop = StopRequest(run_dir)
     meter = Throughput()
+    workers = config.resolved_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     baselines: dict[str, float] = {}
 
     def reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -119,7 +122,7 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
             model.train()
             batches = iter(loader.train_batches(
                 shards, batch_size=local_batch, with_hr="sr" in tasks, seed=config.seed, epoch=epoch,
-                rank=accelerator.process_index, world_size=world, num_workers=config.num_workers,
+                rank=accelerator.process_index, world_size=world, num_workers=workers,
                 start_step=state.step_in_epoch, uint8=True))
             loss_sum, loss_steps = torch.zeros((), device=device), 0
             window_loss, window_steps = torch.zeros((), device=device), 0
@@ -184,7 +187,7 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
                     eval_model,
                     loader.eval_batches(shards, "val", batch_size=local_batch, with_hr="sr" in tasks,
                                         rank=accelerator.process_index, world_size=world,
-                                        num_workers=config.num_workers, uint8=True),
+                                        num_workers=workers, uint8=True),
                     tasks, device, reduce_sum, accelerator.autocast, baselines=not baselines, input_dtype=input_dtype)
                 baselines = baselines or {k: v for k, v in val.items() if k.startswith(("identity", "bicubic"))}
                 record = {"epoch": epoch + 1, "step": state.global_step, "train_loss": train_loss,
@@ -214,22 +217,21 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     if is_main:
         ckpt.save_weights(final, run_dir / "model.safetensors", {"model": config.model, "epoch": str(config.epochs)})
     accelerator.wait_for_everyone()
-    results = test_best(config, shards, run_dir, accelerator, local_batch, tasks, reduce_sum, state.best_epoch)
+    test_batches = loader.eval_batches(shards, "test", batch_size=local_batch, with_hr="sr" in tasks,
+                                       rank=accelerator.process_index, world_size=world, num_workers=workers,
+                                       uint8=True)
+    results = evaluate_best(config, run_dir, accelerator, test_batches, tasks, reduce_sum, state.best_epoch)
     status("finished", last_metrics=results)
     tracker.finish(results)
     return results
 
 
-def test_best(config, shards, run_dir, accelerator, local_batch, tasks, reduce_sum, best_epoch) -> dict:
+def evaluate_best(config, run_dir, accelerator, test_batches, tasks, reduce_sum, best_epoch) -> dict:
     """Evaluate best.safetensors on the test split with a plain (unwrapped) copy of the network."""
     net = build_model(config.model, **config.model_args).to(accelerator.device)
     net.load_state_dict(ckpt.load_weights(run_dir / "best.safetensors"))
-    metrics, _ = evaluate(
-        net,
-        loader.eval_batches(shards, "test", batch_size=local_batch, with_hr="sr" in tasks,
-                            rank=accelerator.process_index, world_size=accelerator.num_processes,
-                            num_workers=config.num_workers, uint8=True),
-        tasks, accelerator.device, reduce_sum, accelerator.autocast, baselines=True)
+    metrics, _ = evaluate(net, test_batches, tasks, accelerator.device, reduce_sum, accelerator.autocast,
+                          baselines=True)
     results = {"model": config.model, "split": "test", "best_epoch": best_epoch, **metrics}
     if accelerator.is_main_process:
         write_json_atomic(Path(run_dir) / "results.json", results)

@@ -1,0 +1,351 @@
+"""Speed work keeps the function: formulations of the blocks, the reference network, `demakeup bench`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from torch import nn
+from typer.testing import CliRunner
+
+from demakeup_dist import bench
+from demakeup_dist.data.loader import to_float
+from demakeup_dist.data.shards import write_shards
+from demakeup_dist.models import build_model
+from demakeup_dist.models import layers
+from demakeup_dist.models.layers import InputConv2d, InstanceNorm2d, SRHead, default_impl, implementation
+from demakeup_dist.models.reference_arch import build_reference
+from demakeup_dist.train.recipe import restoration_loss
+from launcher import bench_cli
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _grads(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    x = x.detach().clone().requires_grad_()
+    out = module(x)
+    grads = torch.autograd.grad((out.float() * weight).sum(), [x, *module.parameters()])
+    return out.detach(), list(grads)
+
+
+# ---- InstanceNorm2d formulations -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", ["native", "reductions", "auto"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_instance_norm_formulations_match_torch(impl: str, channels_last: bool) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 8, 6) * 3 + 2
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    ours, ref = InstanceNorm2d(5, impl=impl), nn.InstanceNorm2d(5, affine=True)
+    with torch.no_grad():
+        ours.weight.copy_(torch.randn(5))
+        ours.bias.copy_(torch.randn(5))
+    ref.load_state_dict(ours.state_dict())
+    g = torch.randn(2, 5, 8, 6)
+    (y, grads), (y_ref, grads_ref) = _grads(ours, x, g), _grads(ref, x, g)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def test_instance_norm_keeps_bf16() -> None:
+    x = torch.randn(2, 4, 8, 8).bfloat16().to(memory_format=torch.channels_last)
+    for impl in ("native", "reductions"):
+        assert InstanceNorm2d(4, impl=impl)(x).dtype == torch.bfloat16
+
+
+def _traced_ops(module: nn.Module, x: torch.Tensor) -> str:
+    """The ops torch.compile's tracer records for module(x) (no code generation)."""
+    graphs: list[torch.fx.GraphModule] = []
+
+    def backend(gm: torch.fx.GraphModule, _inputs: list) -> object:
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(module, backend=backend, fullgraph=True)(x)
+    torch._dynamo.reset()
+    return "\n".join(str(g.graph) for g in graphs)
+
+
+def test_auto_norm_is_native_eagerly_and_reductions_when_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    norm, x = InstanceNorm2d(4, impl="auto"), torch.randn(2, 4, 8, 8)
+    assert "var_mean" in _traced_ops(norm, x)
+    assert "instance_norm" in _traced_ops(InstanceNorm2d(4, impl="native"), x)
+    called = []
+    monkeypatch.setattr(InstanceNorm2d, "_native", lambda self, t: called.append(1) or t)
+    norm(x)
+    assert called  # eager mode took the native kernel
+
+
+# ---- choosing formulations -------------------------------------------------------------------
+
+
+def test_implementation_sets_defaults_for_modules_built_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DEMAKEUP_NORM", raising=False)
+    assert default_impl("norm") == "auto"
+    with implementation(norm="reductions", sr_head="layered"):
+        model = build_model("p4")
+    assert {m.impl for m in model.modules() if isinstance(m, InstanceNorm2d)} == {"reductions"}
+    assert default_impl("norm") == "auto" and default_impl("sr_head") == "composed"  # restored
+    monkeypatch.setenv("DEMAKEUP_NORM", "native")
+    assert InstanceNorm2d(3).impl == "native"
+
+
+def test_bad_formulation_names_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMAKEUP_SR_HEAD", "fast")
+    with pytest.raises(ValueError, match="DEMAKEUP_SR_HEAD='fast': choose one of composed, layered"):
+        SRHead(16)
+    with pytest.raises(ValueError, match="norm='fused'"), implementation(norm="fused"):
+        pass
+    with pytest.raises(ValueError, match="impl='x'"):
+        InputConv2d(3, 8, 3, impl="x")
+
+
+# ---- SR head and input conv ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_composed_sr_head_is_the_layered_function(channels_last: bool) -> None:
+    torch.manual_seed(0)
+    layered, composed = SRHead(16, impl="layered"), SRHead(16, impl="composed")
+    for p in layered.parameters():
+        nn.init.normal_(p, std=0.3)  # biases too: they enter the composed bias differently per pixel
+    composed.load_state_dict(layered.state_dict())
+    assert list(composed.state_dict()) == list(nn.Sequential(*layered).state_dict())  # checkpoints unchanged
+    y = torch.randn(2, 16, 4, 6)
+    if channels_last:
+        y = y.to(memory_format=torch.channels_last)
+    g = torch.randn(2, 3, 16, 24)
+    (out_l, grads_l), (out_c, grads_c) = _grads(layered, y, g), _grads(composed, y, g)
+    assert out_c.shape == (2, 3, 16, 24)
+    torch.testing.assert_close(out_c, out_l, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads_c, grads_l):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_composed_sr_head_under_bf16_autocast() -> None:
+    head, y = SRHead(16), torch.randn(1, 16, 4, 4)
+    exact = head(y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = head(y)
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - exact).abs().max() < 0.05 * exact.abs().max()
+    assert head.bfloat16()(y.bfloat16()).dtype == torch.bfloat16  # a bf16 model without autocast
+
+
+def test_padded_input_conv_is_the_plain_function() -> None:
+    torch.manual_seed(0)
+    plain, padded = InputConv2d(3, 8, 7, stride=2, padding=3, impl="plain"), InputConv2d(3, 8, 7, 2, 3, impl="padded")
+    padded.load_state_dict(plain.state_dict())
+    x, g = torch.rand(2, 3, 16, 16), torch.randn(2, 8, 8, 8)
+    (out_p, grads_p), (out_q, grads_q) = _grads(plain, x, g), _grads(padded, x, g)
+    torch.testing.assert_close(out_q, out_p, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads_q, grads_p):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_formulations_compile_without_graph_breaks() -> None:
+    """fullgraph=True: the padded conv, the composed head and the auto norm trace as one graph."""
+    torch._dynamo.reset()
+    net = nn.Sequential(InputConv2d(3, 16, 3, padding=1, impl="padded"), InstanceNorm2d(16), SRHead(16))
+    x = torch.rand(1, 3, 8, 8)
+    out = torch.compile(net, backend="aot_eager", fullgraph=True)(x)
+    out.sum().backward()
+    torch.testing.assert_close(out, net(x), atol=1e-5, rtol=1e-5)
+    torch._dynamo.reset()
+
+
+# ---- the reference network -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["p3", "p4"])
+def test_reference_is_the_same_network(name: str) -> None:
+    torch.manual_seed(0)
+    ours, ref = build_model(name), build_reference(name)
+    ref.load_state_dict(ours.state_dict())  # same parameter names and shapes
+    assert ref.tasks == ours.tasks
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out, out_ref = ours(x), ref(x)
+    for k in out:
+        torch.testing.assert_close(out[k], out_ref[k], atol=1e-5, rtol=1e-5)
+
+
+def test_reference_refuses_other_models() -> None:
+    with pytest.raises(ValueError, match="p3 and p4, not 'p1'"):
+        build_reference("p1")
+
+
+# ---- the train step ----------------------------------------------------------------------
+
+
+def test_model_loss_with_uint8_targets_equals_the_loops_loss() -> None:
+    torch.manual_seed(0)
+    model = build_model("p4")
+    x = torch.rand(1, 3, 32, 32)
+    raw = {"demakeup": torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8),
+           "sr": torch.randint(0, 256, (1, 3, 128, 128), dtype=torch.uint8)}
+    weights = {"demakeup": 1.0, "sr": 0.5}
+    fused = bench.ModelLoss(model, weights, 100.0)(x, raw)
+    floats = to_float(raw, "cpu")
+    loop, _ = restoration_loss(model(x), floats, weights, 100.0)
+    torch.testing.assert_close(fused, loop, rtol=0, atol=0)
+    assert bench.ModelLoss(model, weights, 100.0)(x, floats) == fused
+
+
+# ---- run_train -------------------------------------------------------------------------------
+
+
+TINY = bench.BenchConfig.for_device("cpu", batch=2, size=64, steps=1, warmup=1)  # the reference needs 64
+
+
+def test_run_train_times_ours_against_the_reference() -> None:
+    seen: list[bench.Row] = []
+    rows = bench.run_train(["p3"], ["reference", "ours", "ours-ckpt-decoder"], TINY, on_row=seen.append)
+    assert [(r.variant, r.feed) for r in rows] == [("reference", "memory"), ("ours", "memory"),
+                                                   ("ours-ckpt-decoder", "memory")]
+    assert seen == rows
+    ref, ours, bad = rows
+    assert ref.img_per_s > 0 and ours.img_per_s > 0 and ref.error is None
+    assert ref.ratio_reference == 1.0
+    assert ours.ratio_reference == pytest.approx(ours.img_per_s / ref.img_per_s)
+    assert ours.peak_mem_gb is None and ours.data_wait is None  # CPU, memory feed
+    # p3 has no checkpoint_decoder option: that case fails alone, with the reason.
+    assert bad.img_per_s is None and "checkpoint_decoder" in bad.error
+
+
+def test_run_train_from_shards(tmp_path: Path, make_dataset) -> None:
+    shards = tmp_path / "shards"
+    write_shards(make_dataset(tmp_path, n={"train": 4, "val": 1, "test": 1}, size=32), shards, workers=1,
+                 progress=False)
+    config = bench.BenchConfig.for_device("cpu", batch=2, size=32, steps=2, warmup=1, num_workers=1,
+                                          grad_checkpointing=True)
+    rows = bench.run_train(["p4"], ["ours"], config, feeds=("memory", "shards"), shards=shards)
+    memory, shard = rows
+    assert memory.mode == "eager+ckpt" and shard.feed == "shards"
+    assert 0 <= shard.data_wait <= 1
+    assert shard.ratio_memory == pytest.approx(shard.img_per_s / memory.img_per_s)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"variants": ["fastest"]}, "unknown variant or feed fastest"),
+    ({"models": ["p1"], "variants": ["reference"]}, "p3 and p4 only, not p1"),
+    ({"feeds": ("memory", "shards")}, "needs a shard folder"),
+    ({"config": bench.BenchConfig.for_device("cpu", size=48)}, "--size 48"),
+    ({"config": bench.BenchConfig.for_device("cpu", warmup=0)}, "--warmup 0"),
+    ({"config": bench.BenchConfig.for_device("cpu", precision="fp16")}, "--precision fp16"),
+])
+def test_run_train_rejects_bad_requests(kwargs: dict, message: str) -> None:
+    args = {"models": ["p3"], "variants": ["ours"], "config": TINY} | kwargs
+    with pytest.raises(ValueError, match=message):
+        bench.run_train(args["models"], args["variants"], args["config"], feeds=args.get("feeds", ("memory",)))
+
+
+def test_add_ratios_pairs_like_with_like() -> None:
+    rows = [bench.Row("p4", "reference", "compile", "memory", img_per_s=100.0),
+            bench.Row("p4", "ours", "compile", "memory", img_per_s=150.0),
+            bench.Row("p4", "ours", "compile", "shards", img_per_s=120.0),
+            bench.Row("p4", "ours", "eager", "memory", img_per_s=90.0),
+            bench.Row("p4", "ours", "compile+ckpt", "memory", img_per_s=130.0),
+            bench.Row("p4", "ours", "compile", "memory", error="boom")]
+    bench.add_ratios(rows)
+    assert [r.ratio_reference for r in rows] == [1.0, 1.5, 1.2, None, 1.3, None]
+    assert rows[2].ratio_memory == pytest.approx(0.8)
+    assert rows[1].ratio_memory is None
+
+
+# ---- the gate of concurrent benchmark processes ----------------------------------------------
+
+
+def test_gate_waits_for_every_party_then_serialises(tmp_path: Path) -> None:
+    order: list[str] = []
+    ready: list[bool | None] = []
+
+    def party(name: str) -> None:
+        with bench.Gate(tmp_path, parties=2, timeout_s=30) as gate:
+            gate.enter()  # both wait for each other, then one at a time holds the lock
+            order.append(f"{name} in")
+            time.sleep(0.2)  # room for the other to barge in, were the lock not exclusive
+            order.append(f"{name} out")
+            ready.append(gate.all_ready)
+
+    threads = [threading.Thread(target=party, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+    assert ready == [True, True]
+
+
+def test_gate_counts_failed_parties_and_times_out(tmp_path: Path) -> None:
+    with bench.Gate(tmp_path, parties=2, timeout_s=30):
+        pass  # a process that failed before enter()
+    with bench.Gate(tmp_path, parties=2, timeout_s=30) as gate:
+        gate.enter()
+        assert gate.all_ready
+    with bench.Gate(tmp_path / "other", parties=5, timeout_s=0.5) as lonely:
+        lonely.enter()
+        assert lonely.all_ready is False
+
+
+# ---- `demakeup bench` ------------------------------------------------------------------------
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    bench_cli.register(app)
+    app.command("noop")(lambda: None)
+    return app
+
+
+def test_bench_command_prints_the_table_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(_cli(), ["bench", "train", "--device", "cpu", "--model", "p3", "--size", "64",
+                                         "--steps", "1", "--warmup", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "p3     reference  eager  memory" in result.output
+    data = json.loads(out.read_text())
+    assert [r["variant"] for r in data["rows"]] == ["reference", "ours"]
+    assert data["config"]["batch"] == 2 and data["machine"]["torch"] == torch.__version__
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["bench", "fast"], "choose train, data or all"),
+    (["bench", "train", "--model", "p9"], "--model 'p9': choose from p1, p2, p3, p4"),
+    (["bench", "train", "--variants", "ours,turbo"], "--variants 'ours,turbo'"),
+    (["bench", "train", "--device", "cpu", "--size", "100"], "--size 100"),
+    (["bench", "train", "--device", "tpu"], "--device tpu"),
+    (["bench", "data", "--device", "cpu", "--shards", "/nonexistent/shards"], "/nonexistent/shards"),
+])
+def test_bench_command_rejects_bad_options(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(_cli(), args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_bench_command_fails_when_a_case_fails() -> None:
+    result = CliRunner().invoke(_cli(), ["bench", "train", "--device", "cpu", "--model", "p3", "--size", "32",
+                                         "--steps", "1", "--variants", "ours-ckpt-decoder"])
+    assert result.exit_code == 1
+    assert "FAILED ValueError" in result.output
+
+
+def test_layers_module_lists_every_formulation() -> None:
+    assert set(layers._ENV) == {"norm", "sr_head", "input_conv"}
