@@ -61,10 +61,14 @@ def train(
     Runs in this process, or on --nproc local processes through `accelerate launch`; under
     `demakeup submit` the same command runs on every node. Resumable: see --resume.
     """
-    from demakeup_dist.train.distributed import launched, relaunch_command
+    from demakeup_dist.train.distributed import check_strategy, launched, relaunch_command
 
-    if nproc > 1 and not launched():
-        cmd, env = relaunch_command(nproc, (precision or Precision.auto).value, sys.argv[1:])
+    deepspeed = strategy == Strategy.deepspeed
+    with user_errors():
+        check_strategy(strategy.value if strategy else "ddp")
+    if (nproc > 1 or deepspeed) and not launched():
+        cmd, env = relaunch_command(nproc, (precision or Precision.auto).value, sys.argv[1:],
+                                    zero=(zero or 2) if deepspeed else None)
         raise typer.Exit(subprocess.call(cmd, env={**os.environ, **env}))
 
     from demakeup_dist.train.config import load_config

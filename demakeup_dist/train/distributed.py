@@ -39,16 +39,20 @@ def deepspeed_config(config: TrainConfig, micro_batch: int, precision: str) -> d
     return ds
 
 
+def check_strategy(strategy: str) -> None:
+    """accelerate 1.15 hands a CUDA-less run to DeepSpeed without a process group of its own: every rank
+    then believes it is rank 0 of 1 (measured), so refuse instead of corrupting the run dir."""
+    if strategy == "deepspeed" and not torch.cuda.is_available():
+        raise ValueError("--strategy deepspeed needs CUDA GPUs; on CPU use --strategy ddp (same recipe, same results)")
+
+
 def make_accelerator(config: TrainConfig, micro_batch_for_deepspeed: int | None = None):
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
     cpu = not torch.cuda.is_available()
     precision = resolve_precision(config.precision)
-    if cpu and config.strategy == "deepspeed":
-        # accelerate 1.15 hands a CUDA-less run to DeepSpeed without a process group of its own:
-        # every rank then believes it is rank 0 of 1 (measured), so refuse instead of corrupting the run dir.
-        raise ValueError("--strategy deepspeed needs CUDA GPUs; on CPU use --strategy ddp (same recipe, same results)")
+    check_strategy(config.strategy)
     handlers = []
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # naming a backend alone makes accelerate go distributed
         handlers.append(InitProcessGroupKwargs(backend="gloo" if cpu else "nccl", timeout=timedelta(minutes=30)))
@@ -102,19 +106,24 @@ class StopRequest:
 
 def launched() -> bool:
     """True inside a process started by a launcher (accelerate launch / torchrun set WORLD_SIZE)."""
-    return "WORLD_SIZE" in os.environ
+    return "WORLD_SIZE" in os.environ or os.environ.get("DEMAKEUP_RELAUNCHED") == "1"
 
 
-def relaunch_command(nproc: int, precision: str, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+def relaunch_command(nproc: int, precision: str, argv: list[str], zero: int | None = None) -> tuple[list[str], dict[str, str]]:
     """`accelerate launch` of `demakeup <argv>` on `nproc` local processes, and its extra environment.
 
-    Without CUDA the processes use the CPU and gloo; ACCELERATE_USE_CPU=1 is required for that, or
-    `--multi_gpu` silently starts independent world-size-1 trainings.
+    `zero` selects DeepSpeed (its launcher sets up the process group even for one process). Without CUDA
+    the processes use the CPU and gloo; ACCELERATE_USE_CPU=1 is required for that, or `--multi_gpu`
+    silently starts independent world-size-1 trainings. DEMAKEUP_RELAUNCHED stops a second relaunch.
     """
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc),
            "--num_machines", "1", "--mixed_precision", _MIXED[resolve_precision(precision)],
            "--dynamo_backend", "no"]
-    if nproc > 1:
+    if zero is not None:
+        cmd += ["--use_deepspeed", "--deepspeed_config_file", str(CONFIG_DIR / "deepspeed" / f"zero{zero}.json")]
+    elif nproc > 1:
         cmd.append("--multi_gpu")
-    env = {} if torch.cuda.is_available() else {"ACCELERATE_USE_CPU": "1"}
+    env = {"DEMAKEUP_RELAUNCHED": "1"}
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "1"
     return cmd + ["-m", "launcher.main", *argv], env
