@@ -1,7 +1,100 @@
-"""`demakeup` commands of this area (filled in by its owner)."""
+"""`demakeup demo` and `demakeup experiment`: the four problems trained alike, one report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
+
+from launcher.errors import UserError, user_errors
+
+MODELS_HELP = "Comma-separated networks to train and report: any of p1,p2,p3,p4."
+
+
+def _models(text: str) -> tuple[str, ...]:
+    from demakeup_dist.models import MODEL_NAMES
+
+    models = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in models if m not in MODEL_NAMES]
+    if bad or not models:
+        raise UserError(f"--models {text!r}: use a comma-separated list of {', '.join(MODEL_NAMES)}")
+    return models
+
+
+def demo(
+    out: Path = typer.Option(Path("demo_out"), help="Folder for the data, shards, runs, report.md and grid.png."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it holds an earlier demo."),
+    models: str = typer.Option("p1,p2,p3,p4", help=MODELS_HELP),
+) -> None:
+    """The whole experiment on a small synthetic dataset, sized for this machine (under 10 min on a 2-core CPU).
+
+    Synthesises faces with and without makeup, packs them into shards, trains p1, p2, p3 and p4 with
+    the brief's recipe (AdamW, warm-up + linear decay), evaluates each on the test split and writes
+    OUT/report.md (table, the brief's questions answered) and OUT/grid.png (test pictures). A GPU,
+    when present, is used with bigger images and more data.
+    """
+    from demakeup_dist.demo import run_demo
+
+    with user_errors():
+        try:
+            text = run_demo(out, models=_models(models), overwrite=overwrite)
+        except RuntimeError as exc:  # a training that failed; the message says where to look
+            raise UserError(str(exc)) from None
+    typer.echo(text)
+    typer.echo(f"\nreport: {out / 'report.md'}   pictures: {out / 'grid.png'}")
+
+
+def experiment(
+    shards: Optional[Path] = typer.Option(None, help="Shard set made by `demakeup shard` (has manifest.json); "
+                                                     "with --report-only it defaults to the one OUT was trained on."),
+    out: Path = typer.Option(Path("runs/experiment"), help="Folder for configs/, runs/<model>/, report.md, grid.png."),
+    local: bool = typer.Option(False, "--local", help="Train here, one model after the other."),
+    nproc: int = typer.Option(1, help="With --local: processes per training (GPUs, or CPU processes)."),
+    gpus: Optional[int] = typer.Option(None, help="Submit one Slurm job per model with this many GPUs, then wait."),
+    gpus_per_node: int = typer.Option(8, help="With --gpus: GPUs on one node of the partition."),
+    partition: Optional[str] = typer.Option(None, help="With --gpus: Slurm partition."),
+    account: Optional[str] = typer.Option(None, help="With --gpus: Slurm account."),
+    time_limit: Optional[str] = typer.Option(None, "--time", help="With --gpus: Slurm time limit per job, D-HH:MM:SS."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs for every model (default: configs/MODEL.yaml: 300)."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch for every model (default: the config's, 64)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate for every model (default: the config's, 1e-2)."),
+    models: str = typer.Option("p1,p2,p3,p4", help=MODELS_HELP),
+    residual: bool = typer.Option(False, "--residual", help="Train each network's `residual: true` variant "
+                                  "(input added to the output; not in the brief, see docs/results.md)."),
+    report_only: bool = typer.Option(False, "--report-only", help="Only rebuild OUT/report.md from finished runs."),
+) -> None:
+    """Train p1..p4 alike on any shard set (here or on Slurm) and write the comparison report.
+
+    Rerunning the same command keeps finished models and resumes unfinished ones. Examples:
+    `demakeup experiment --shards shards/data --local --epochs 20`,
+    `demakeup experiment --shards /shared/shards --gpus 8 --partition gpu --time 2-00:00:00`,
+    `demakeup experiment --report-only --out runs/experiment`.
+    """
+    from demakeup_dist.demo import run_experiment
+    from demakeup_dist.report import write_report
+
+    with user_errors():
+        chosen = _models(models)
+        if report_only:
+            text = write_report(out, chosen, shards=shards)
+        else:
+            if shards is None:
+                raise UserError("--shards DIR is required (a shard set made by `demakeup shard`), unless --report-only")
+            if local == (gpus is not None):
+                raise UserError("choose where to train: --local (this machine) or --gpus N (Slurm jobs)")
+            slurm = None if local else dict(gpus=gpus, gpus_per_node=gpus_per_node, partition=partition,
+                                            account=account, time=time_limit)
+            try:
+                text = run_experiment(shards, out, models=chosen, nproc=nproc, slurm=slurm, residual=residual,
+                                      overrides=dict(epochs=epochs, batch_size=batch_size, lr=lr))
+            except RuntimeError as exc:  # a training that failed; the message says where to look
+                raise UserError(str(exc)) from None
+    typer.echo(text)
+    typer.echo(f"\nreport: {out / 'report.md'}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+    app.command()(demo)
+    app.command()(experiment)

@@ -36,7 +36,13 @@ if [ "$PART" = A ]; then
 fi
 
 if [ "$PART" = B ]; then
+    stamp deepspeed zero2
+    W=/tmp/ds; rm -rf $W
+    $D synth $W/data --train 128 --val 32 --test 32 --size 64 --workers 16 >/dev/null 2>&1
+    $D shard $W/data --out $W/shards --workers 16 >/dev/null 2>&1
+    timeout 90 $D train p4 --shards $W/shards --run-dir $W/z2 --epochs 1 --batch-size 32 --strategy deepspeed \
+        --zero 2 --precision bf16 > $W/z2.log 2>&1; echo "zero2 rc=$?"; grep -v "^\s*$" $W/z2.log | grep -iE "error|exception|raise|test \(best" | head -n 12
     stamp experiment
-    timeout 560 bash scripts/gpu_experiment.sh "$OUT" 2>&1 | tail -n 80
+    timeout 320 bash scripts/gpu_experiment.sh "$OUT" 2>&1 | tail -n 60
 fi
 stamp done

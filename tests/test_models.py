@@ -351,3 +351,27 @@ def test_model_tasks_matches_built_model(name):
     from demakeup_dist.models import model_tasks
 
     assert model_tasks(name) == build_model(name).tasks
+
+
+@pytest.mark.parametrize("name", ["p1", "p2", "p3", "p4"])
+def test_residual_network_starts_as_identity(name):
+    from demakeup_dist.metrics import bicubic_upsample
+    from demakeup_dist.models.layers import RESIDUAL_EPS
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    out = build_model(name, residual=True).eval()(x)
+    expected = x.clamp(RESIDUAL_EPS, 1 - RESIDUAL_EPS)
+    torch.testing.assert_close(out["demakeup"], expected, atol=1e-5, rtol=0)
+    if name == "p4":
+        sr_base = bicubic_upsample(x, scale=4).clamp(RESIDUAL_EPS, 1 - RESIDUAL_EPS)
+        torch.testing.assert_close(out["sr"], sr_base, atol=1e-5, rtol=0)
+    plain = build_model(name).eval()(x)["demakeup"]
+    assert (plain - x).abs().mean() > 0.05  # the brief's network does not start at its input
+
+
+def test_residual_network_still_learns_every_parameter():
+    model = build_model("p4", residual=True)
+    out = model(torch.rand(1, 3, 64, 64))
+    (out["demakeup"].mean() + out["sr"].mean()).backward()
+    assert all(p.grad is not None for p in model.parameters())

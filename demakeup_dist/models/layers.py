@@ -248,6 +248,10 @@ def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()  # e.g. the meta device of `demakeup models`: no autocast there
 
 
+# Inputs are clamped to [eps, 1 - eps] before the logit: 0 and 255 pixels would otherwise be +-inf.
+RESIDUAL_EPS = 1e-3
+
+
 class OutputActivation(nn.Module):
     """Maps a 3-channel logit image to the output image, always in float32.
 
@@ -261,12 +265,24 @@ class OutputActivation(nn.Module):
             raise ValueError(f"out_activation={name!r} is not one of {OUT_ACTIVATIONS}")
         self.name = name
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, base: Tensor | None = None) -> Tensor:
+        """``base`` (B, 3, H, W) in [0, 1], when given, is added in logit space: the network then
+        predicts a correction of ``base`` (the global residual of ``residual=True`` networks)."""
         x = x.float()
+        if base is not None:
+            base = base.float()
+            x = x + (torch.logit(base, eps=RESIDUAL_EPS) if self.name == "sigmoid" else base)
         return torch.sigmoid(x) if self.name == "sigmoid" else x
 
     def extra_repr(self) -> str:
         return self.name
+
+
+def zero_last_conv(head: nn.Module) -> None:
+    """Start a residual head at "no correction", so the untrained network outputs its input."""
+    last = [m for m in head.modules() if isinstance(m, nn.Conv2d)][-1]
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
 
 
 def check_input_size(x: Tensor) -> None:

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from demakeup_dist.metrics import bicubic_upsample
+
 from demakeup_dist.models.layers import (
-    InputConv2d, OutputActivation, SRHead, UpBlock, check_input_size, conv_block, maybe_checkpoint,
+    InputConv2d, OutputActivation, SRHead, UpBlock, check_input_size, conv_block, maybe_checkpoint, zero_last_conv,
 )
 from demakeup_dist.models.resnet34_arch import ResNet34Encoder
 
@@ -67,6 +69,11 @@ class Res34UNet(nn.Module):
         input_skip_channels: width of the full-resolution skip, Conv3x3 on the input image (skips only).
         head_channels: widths of both p4 heads' two layers (sr_head only).
         out_activation: "sigmoid" (outputs in [0, 1]) or "identity" (raw values).
+        residual: not in the brief. Add the input (in logit space; for SR its bicubic 4x) to each head's
+            output, heads starting at zero. InstanceNorm removes every feature map's per-image mean and
+            scale, so the brief's networks can only recover the input's absolute colour through the
+            zero padding at the borders; measured at demo scale this left p1-p4 below the identity
+            baseline, while a residual network starts at it (docs/results.md).
         grad_checkpointing: recompute in backward instead of storing: the decoder blocks, and the
             SR head when there is one (its 896x896 output).
         checkpoint_decoder: recompute the decoder blocks (implied by grad_checkpointing).
@@ -81,6 +88,7 @@ class Res34UNet(nn.Module):
         input_skip_channels: int = 64,
         head_channels: Sequence[int] = (32, 16),
         out_activation: str = "sigmoid",
+        residual: bool = False,
         grad_checkpointing: bool = False,
         checkpoint_decoder: bool = False,
     ) -> None:
@@ -113,6 +121,11 @@ class Res34UNet(nn.Module):
             self.sr_head = None
         self.out_activation = OutputActivation(out_activation)
         self.checkpoint_sr = grad_checkpointing and sr_head
+        self.residual = residual
+        if residual:
+            for head in (self.demakeup_head, self.sr_head):
+                if head is not None:
+                    zero_last_conv(head)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -125,16 +138,18 @@ class Res34UNet(nn.Module):
         if self.input_skip is not None:
             skips = [self.input_skip(x), *features[:-1]]  # (B, 64, 224, 224), conv1 ... conv4_6
         y = self.decoder(features[-1], skips)  # (B, 16, 224, 224)
-        out = {"demakeup": self.out_activation(self.demakeup_head(y))}  # (B, 3, 224, 224)
+        base = x if self.residual else None
+        out = {"demakeup": self.out_activation(self.demakeup_head(y), base)}  # (B, 3, 224, 224)
         if self.sr_head is not None:
-            sr = maybe_checkpoint(self._sr_forward, y, enabled=self.checkpoint_sr)
+            sr = maybe_checkpoint(self._sr_forward, y, x, enabled=self.checkpoint_sr)
             out["sr"] = sr  # (B, 3, 896, 896)
         return out
 
-    def _sr_forward(self, y: Tensor) -> Tensor:
+    def _sr_forward(self, y: Tensor, x: Tensor) -> Tensor:
         # The output activation is part of the recomputed region: with checkpointing the head
         # keeps no 896x896 tensor of its own for backward.
-        return self.out_activation(self.sr_head(y))
+        base = bicubic_upsample(x, scale=4) if self.residual else None  # (B, 3, 896, 896)
+        return self.out_activation(self.sr_head(y), base)
 
 
 def _positive_ints(name: str, values: Sequence[int], length: int) -> tuple[int, ...]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from demakeup_dist.models.layers import OutputActivation, UpBlock, check_input_size, conv_block, maybe_checkpoint
+from demakeup_dist.models.layers import (
+    OutputActivation, UpBlock, check_input_size, conv_block, maybe_checkpoint, zero_last_conv,
+)
 
 MAX_DEPTH = 5
 """Inputs are only required to be multiples of 32, so at most 5 halvings."""
@@ -31,6 +33,8 @@ class UNet(nn.Module):
         base_channels: width of the full-resolution level.
         depth: number of 2x downsamplings (1 ... 5); depth + 1 levels.
         out_activation: "sigmoid" (outputs in [0, 1]) or "identity" (raw values).
+        residual: not in the brief; add the input to the output in logit space, head starting at zero
+            (see Res34UNet: InstanceNorm alone loses the input's absolute colour).
         grad_checkpointing: recompute the decoder blocks in backward instead of storing their
             activations.
     """
@@ -43,6 +47,7 @@ class UNet(nn.Module):
         base_channels: int = 32,
         depth: int = 4,
         out_activation: str = "sigmoid",
+        residual: bool = False,
         grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
@@ -61,9 +66,13 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], 3, 1)
         self.out_activation = OutputActivation(out_activation)
         self.grad_checkpointing = grad_checkpointing
+        self.residual = residual
+        if residual:
+            zero_last_conv(self.head)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         check_input_size(x)
+        base = x if self.residual else None
         x = self.stem(x)  # (B, 32, 224, 224)
         skips = [x]
         for down in self.downs:
@@ -73,4 +82,4 @@ class UNet(nn.Module):
         for up, skip in zip(self.ups, reversed(skips)):
             # (B, 256, 28, 28), (B, 128, 56, 56), ... (B, 32, 224, 224)
             x = maybe_checkpoint(up, x, skip, enabled=self.grad_checkpointing)
-        return {"demakeup": self.out_activation(self.head(x))}  # (B, 3, 224, 224)
+        return {"demakeup": self.out_activation(self.head(x), base)}  # (B, 3, 224, 224)

@@ -73,7 +73,7 @@ class TrainConfig:
     """Val images shown in the input | target | prediction panel at each improvement."""
 
     wandb: str = "auto"
-    """auto = online when WANDB_API_KEY is set, else offline (files under RUN_DIR/wandb)."""
+    """auto = $WANDB_MODE if set, else online when WANDB_API_KEY is set, else offline (RUN_DIR/wandb)."""
     wandb_project: str = "demakeup"
     wandb_entity: str | None = None
 
@@ -106,6 +106,9 @@ class TrainConfig:
     def resolved_wandb_mode(self) -> str:
         if self.wandb != "auto":
             return self.wandb
+        env = os.environ.get("WANDB_MODE", "")
+        if env in WANDB_MODES[1:]:
+            return env
         return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
     def to_dict(self) -> dict[str, Any]:

@@ -77,7 +77,8 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     net = build_model(config.model, **model_args).to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
-        if config.channels_last:
+        # DeepSpeed's ZeRO flattens parameters through byte views, which need contiguous strides (measured).
+        if config.channels_last and config.strategy == "ddp":
             net = net.to(memory_format=torch.channels_last)
     if config.compile:
         net.compile()

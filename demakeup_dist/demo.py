@@ -1,0 +1,254 @@
+"""`demakeup demo` and `demakeup experiment`: train p1..p4 the same way and report them side by side.
+
+Output folder layout (OUT):
+  data/  shards/            the demo's synthetic dataset and its shard set (demo only)
+  configs/<model>.yaml      the resolved training config of each model
+  runs/<model>/             one run dir per model (see the README's "Run directory")
+  experiment.json           shard set, hardware, wall time per phase, notes (read by `report`)
+  report.md  grid.png       the table, the brief's questions answered, test pictures
+
+Progress: the trainer logs every few steps; this module logs a line per phase with its time and the
+running total, on the `demakeup` logger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from demakeup_dist.models import MODEL_NAMES
+from demakeup_dist.report import EXPERIMENT_FILE, run_dir_of, write_report
+from demakeup_dist.train.config import BRIEF_LR
+from demakeup_dist.train.tracking import log, read_status, setup_logging, write_json_atomic
+
+SLURM_POLL_S = 30.0
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """How big the demo is. Every model gets the same data, epochs, batch and the brief's recipe."""
+
+    size: int  # image side in px (multiple of 32); HR targets are 4x
+    train: int  # training triplets (a multiple of batch_size wastes nothing)
+    val: int
+    test: int
+    epochs: int
+    batch_size: int
+    lr: float = BRIEF_LR  # peak learning rate of the warm-up + linear-decay AdamW schedule
+    # The brief's networks stay below the identity baseline at demo scale (InstanceNorm loses the input's
+    # absolute colour; docs/results.md); their `residual` variant starts at identity and learns the correction.
+    residual: bool = True
+    num_workers: int = 1  # data-loader processes beside the training process
+    log_every: int = 16  # steps between progress lines (and img/s windows)
+
+    def overrides(self) -> dict[str, Any]:
+        """TrainConfig overrides for every model (wandb off: the demo must not need an account or network)."""
+        return dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, num_workers=self.num_workers,
+                    log_every=self.log_every, wandb="disabled")
+
+    def describe(self, hardware: str) -> str:
+        return (f"demo scale for {hardware}: {self.size}x{self.size} images (course: 224), {self.train} training "
+                f"triplets (course: 5000), {self.epochs} epochs (brief: 300), batch {self.batch_size} (brief: 64)"
+                + ("" if self.lr == BRIEF_LR else f", peak lr {self.lr:g} (brief: {BRIEF_LR:g})")
+                + (", networks with `residual: true` (input added to the output; not in the brief)"
+                   if self.residual else ""))
+
+
+# Sized on a 2-core CPU to finish well inside 10 minutes (docs/results.md). 64 px is the smallest size
+# at which the ResNet34 bridge is more than 1x1 (32 px would leave p2 a single normalised pixel).
+CPU_SCALE = DemoScale(size=64, train=512, val=32, test=64, epochs=5, batch_size=8)
+# One GPU: the course image size, 1280 updates per model (not yet timed on a GPU).
+GPU_SCALE = DemoScale(size=224, train=2048, val=128, test=128, epochs=20, batch_size=32, num_workers=6)
+
+
+def pick_scale() -> DemoScale:
+    """GPU_SCALE when CUDA is available, else CPU_SCALE."""
+    return GPU_SCALE if torch.cuda.is_available() else CPU_SCALE
+
+
+def describe_hardware() -> str:
+    """One line for the report, e.g. "CPU: 2 cores AMD EPYC, torch 2.13.0 with 2 thread(s)"."""
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(0)} (1 of {torch.cuda.device_count()}), torch {torch.__version__}"
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
+                      if line.startswith("model name")), "")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"CPU: {cores} cores {model}".rstrip()
+            + f", torch {torch.__version__} with {torch.get_num_threads()} thread(s)")
+
+
+@dataclass
+class PhaseClock:
+    """Times named phases; logs a line at each end with the running total."""
+
+    start: float = field(default_factory=time.perf_counter)
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        log.info("== %s ...", name)
+        began = time.perf_counter()
+        yield
+        self.phases[name] = time.perf_counter() - began
+        log.info("== %s done in %.0f s (total %.0f s)", name, self.phases[name], self.total())
+
+
+def run_demo(out: Path, scale: DemoScale | None = None, *, models: tuple[str, ...] = MODEL_NAMES,
+             overwrite: bool = False, workers: int | None = None, progress: bool = True) -> str:
+    """Synthesise a dataset, shard it, train `models` on it and write OUT/report.md; return the table.
+
+    `scale` defaults to `pick_scale()`. OUT must be new or empty; `overwrite` replaces an earlier demo's OUT.
+    """
+    from demakeup_dist.data.shards import write_shards
+    from demakeup_dist.data.synth import synth_dataset
+
+    out, scale = Path(out), scale or pick_scale()
+    _prepare_out(out, overwrite)
+    setup_logging(None, True)
+    clock = PhaseClock()
+    log.info("demo at %dpx: %d train / %d val / %d test triplets, %d epochs, batch %d, lr %g on %s", scale.size,
+             scale.train, scale.val, scale.test, scale.epochs, scale.batch_size, scale.lr, describe_hardware())
+    with clock.phase("synthesise"):
+        synth_dataset(out / "data", train=scale.train, val=scale.val, test=scale.test, size=scale.size,
+                      workers=workers, progress=progress)
+    with clock.phase("shard"):
+        write_shards(out / "data", out / "shards", workers=workers, progress=progress)
+    notes = [scale.describe("a GPU" if torch.cuda.is_available() else "a CPU, reduced size")]
+    return run_experiment(out / "shards", out, models=models, overrides=scale.overrides(), notes=notes, clock=clock,
+                          residual=scale.residual)
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not overwrite:
+        raise FileExistsError(f"--out {out} already exists and is not empty: pass --overwrite to replace it, "
+                              "or choose another --out")
+    if not (out / EXPERIMENT_FILE).is_file() and not (out / "runs").is_dir():
+        raise FileExistsError(f"--out {out} does not look like a demo output (no {EXPERIMENT_FILE}, no runs/); "
+                              "refusing to delete it: choose another --out")
+    shutil.rmtree(out)
+
+
+def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_NAMES,
+                   overrides: dict[str, Any] | None = None, nproc: int = 1, slurm: dict[str, Any] | None = None,
+                   notes: list[str] | None = None, clock: PhaseClock | None = None, residual: bool = False) -> str:
+    """Train `models` on `shards` into OUT/runs/<model>, one after the other, then write the report.
+
+    `residual` trains each network's `residual: true` variant (the input added to its output).
+
+    Where they run: in this process (nproc 1), `demakeup train --nproc N` subprocesses, or one Slurm job
+    per model (`slurm`: JobOptions fields such as gpus, partition, time), waited for. A model whose run
+    dir is already finished is skipped; an unfinished one is resumed. Returns the report's table.
+    """
+    from demakeup_dist.data.shards import load_manifest
+    from demakeup_dist.report import load_experiment
+    from demakeup_dist.train.config import load_config, save_config
+
+    shards, out, clock = Path(shards).resolve(), Path(out), clock or PhaseClock()
+    load_manifest(shards)  # a clear error now rather than in the first training
+    if nproc < 1:
+        raise ValueError(f"--nproc {nproc}: must be at least 1")
+    earlier = load_experiment(out)
+    if earlier.get("shards", str(shards)) != str(shards):
+        raise ValueError(f"--out {out} holds runs trained on {earlier['shards']}, not {shards}: "
+                         "choose another --out so that one report never mixes two datasets")
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    setup_logging(None, True)
+    record = {"shards": str(shards), "models": list(models), "hardware": _hardware(nproc, slurm),
+              "notes": notes or earlier.get("notes", [])}
+    write_json_atomic(out / EXPERIMENT_FILE, {**earlier, **record})
+    todo = []
+    for model in models:
+        if read_status(run_dir_of(out, model)).get("status") == "finished":
+            log.info("%s: already finished in %s, not retrained", model, run_dir_of(out, model))
+            continue
+        config_file = out / "configs" / f"{model}.yaml"
+        config = load_config(model, **(overrides or {}))
+        if residual:
+            config.model_args = {**config.model_args, "residual": True}
+        save_config(config, config_file)
+        todo.append((model, config_file))
+    if slurm is not None and todo:
+        with clock.phase(f"Slurm jobs {', '.join(m for m, _ in todo)}"):
+            _run_on_slurm(todo, shards, out, slurm)
+    for model, config_file in [] if slurm is not None else todo:
+        with clock.phase(f"train {model}"):
+            _train_here(model, config_file, shards, run_dir_of(out, model), nproc)
+    phases = {**earlier.get("phases", {}), **clock.phases}  # a rerun keeps the times of what it skipped
+    write_json_atomic(out / EXPERIMENT_FILE, {**record, "wall_s": sum(phases.values()), "phases": phases})
+    with clock.phase("report"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        text = write_report(out, models, shards=shards, device=device)
+    log.info("report: %s (total %.0f s)", out / "report.md", clock.total())
+    return text
+
+
+def _hardware(nproc: int, slurm: dict[str, Any] | None) -> str:
+    if slurm is not None:
+        return f"Slurm, {slurm.get('gpus', 1)} GPU(s) per model" if slurm.get("gpus") else "Slurm, CPU processes"
+    return describe_hardware() + (f", {nproc} processes" if nproc > 1 else "")
+
+
+def _train_here(model: str, config_file: Path, shards: Path, run_dir: Path, nproc: int) -> None:
+    if nproc == 1:
+        from demakeup_dist.train.config import load_config
+        from demakeup_dist.train.loop import train
+
+        try:
+            train(load_config(model, config_file), shards, run_dir, resume="auto")
+        finally:
+            setup_logging(None, True)  # detach the run's train.log from the phase lines
+        return
+    cmd = [sys.executable, "-m", "launcher.main", "train", model, "--shards", str(shards), "--config",
+           str(config_file), "--run-dir", str(run_dir), "--resume", "auto", "--nproc", str(nproc)]
+    code = subprocess.call(cmd)
+    if code != 0:
+        raise RuntimeError(f"training {model} failed (exit {code}); see {run_dir / 'train.log'}, fix, and rerun "
+                           "the same command: finished models are kept and the rest resume")
+
+
+def _run_on_slurm(todo: list[tuple[str, Path]], shards: Path, out: Path, slurm: dict[str, Any]) -> None:
+    """Submit one job per model (resuming a run dir that holds checkpoints), then wait for all of them."""
+    from demakeup_dist.launch.render import JobOptions
+    from demakeup_dist.launch.status import ACTIVE_STATES, job_state
+    from demakeup_dist.launch.submit import submit
+    from demakeup_dist.train.checkpoint import latest_checkpoint
+
+    jobs = {}
+    for model, config_file in todo:
+        run_dir = run_dir_of(out, model).resolve()
+        opts = JobOptions(model=model, shards=shards, run_dir=run_dir, config=config_file.resolve(), **slurm)
+        jobs[model] = submit(opts, command=["demakeup", *sys.argv[1:]],
+                             resume=latest_checkpoint(run_dir) is not None).job_id
+        log.info("%s: Slurm job %s, run dir %s", model, jobs[model], run_dir)
+    while jobs:
+        time.sleep(SLURM_POLL_S)
+        for model, job_id in list(jobs.items()):
+            status = read_status(run_dir_of(out, model))
+            if status.get("status") == "finished":
+                log.info("%s: finished", model)
+                del jobs[model]
+                continue
+            state = job_state(job_id).state
+            if status.get("status") == "failed" or (state is not None and state.split()[0] not in ACTIVE_STATES):
+                raise RuntimeError(f"Slurm job {job_id} ({model}) stopped before the training finished (Slurm: "
+                                   f"{state or 'unknown'}, training: {status.get('status', 'not started')}): see "
+                                   f"{run_dir_of(out, model)}; rerun the same command to resubmit what is left")
+            log.info("%s: job %s %s, epoch %s, step %s/%s, ETA %.0f s", model, job_id, state or "?",
+                     status.get("epoch"), status.get("step"), status.get("total_steps"), status.get("eta_s", -1))
+

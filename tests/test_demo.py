@@ -1,0 +1,190 @@
+"""`demakeup demo` / `demakeup experiment` and the report (CPU, tiny: 32 px, a handful of samples, 1 epoch)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from demakeup_dist import demo
+from demakeup_dist.demo import DemoScale, run_demo
+from demakeup_dist.launch.status import JobState
+from demakeup_dist.launch.submit import Submission
+from demakeup_dist.report import LABEL_HEIGHT, write_report
+from launcher.main import app
+
+TINY = DemoScale(size=32, train=8, val=4, test=4, epochs=1, batch_size=4, lr=2e-3, num_workers=0)
+MODELS = ("p1", "p2", "p3", "p4")
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory) -> Iterator[tuple[Path, str]]:
+    """The tiny demo, run once for the module: (OUT, the table it returned)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is as fast and leaves the other core to the loader
+    out = tmp_path_factory.mktemp("demo") / "out"
+    try:
+        yield out, run_demo(out, TINY, workers=1, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """Markdown table -> {first cell: the other cells}."""
+    rows = [line.strip("|").split("|") for line in text.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+
+
+def test_demo_writes_report_with_every_row_and_grid(demo_out):
+    out, text = demo_out
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert text in report
+    rows = table_rows(text)
+    names = [name.split(":")[0] for name in rows]
+    assert names == ["identity (output = input)", *MODELS, "bicubic 4x of the input (SR baseline)"]
+    for name, cells in rows.items():
+        if name.startswith("p"):
+            assert float(cells[0]) > 0 and 0 < float(cells[1]) <= 1  # de-makeup PSNR / SSIM
+            assert cells[4].endswith(" M") and float(cells[5]) > 0  # parameters, img/s
+            assert cells[6].endswith("(epoch 1)")  # one epoch: the first evaluation is the best
+    p4 = next(cells for name, cells in rows.items() if name.startswith("p4"))
+    assert float(p4[2]) > 0 and float(p4[3]) > 0  # SR PSNR / SSIM
+    for question in ("ResNet34 encoder help", "skip connections help", "SR task help", "beat bicubic"):
+        assert question in report
+    assert "32x32 images (HR 128x128), 8 train, 4 val, 4 test" in report
+    grid = Image.open(out / "grid.png")
+    columns = 2 + len(MODELS) + 2  # input, target, p1..p4, SR crop, HR crop
+    assert grid.size == (columns * TINY.size, LABEL_HEIGHT + TINY.test * TINY.size)
+    record = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
+    assert {"synthesise", "shard", *(f"train {m}" for m in MODELS)} <= set(record["phases"])
+    assert record["wall_s"] == pytest.approx(sum(record["phases"].values()))
+
+
+def test_report_only_cli_rebuilds_the_same_table(demo_out):
+    out, text = demo_out
+    (out / "report.md").unlink()
+    result = CliRunner().invoke(app, ["experiment", "--report-only", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert text in result.output and (out / "report.md").is_file()
+
+
+def test_experiment_skips_finished_runs_and_refuses_other_shards(demo_out, tmp_path):
+    out, _ = demo_out
+    before = (out / "runs" / "p2" / "best.safetensors").stat().st_mtime_ns
+    text = demo.run_experiment(out / "shards", out, models=("p2",), overrides=TINY.overrides())
+    assert (out / "runs" / "p2" / "best.safetensors").stat().st_mtime_ns == before
+    assert [n.split(":")[0] for n in table_rows(text)] == ["identity (output = input)", "p2"]
+    other = shutil.copytree(out / "shards", tmp_path / "other-shards")
+    with pytest.raises(ValueError, match="holds runs trained on .* choose another --out"):
+        demo.run_experiment(other, out, models=("p2",), overrides=TINY.overrides())
+
+
+def fake_run(out: Path, model: str, results: dict, status: str = "finished", params: int = 1_250_000) -> Path:
+    run = out / "runs" / model
+    run.mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"status": status, "img_per_s": 12.5}))
+    (run / "results.json").write_text(json.dumps({"model": model, **results}))
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "epochs": 300, "batch_size": 64, "lr": 0.01}))
+    curve = [{"epoch": e, "step": 10 * e, "val_psnr": v} for e, v in ((1, 20.0), (2, 22.5), (3, 22.0))]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
+    save_file({"w": torch.zeros(params, dtype=torch.uint8)}, str(run / "best.safetensors"))
+    return run
+
+
+BASE = {"identity_psnr": 28.0, "identity_ssim": 0.9}
+FAKE = {
+    "p1": {"psnr": 30.0, "ssim": 0.91},
+    "p2": {"psnr": 25.0, "ssim": 0.80},
+    "p3": {"psnr": 31.0, "ssim": 0.93},
+    "p4": {"psnr": 31.05, "ssim": 0.935, "psnr_sr": 33.5, "ssim_sr": 0.95, "bicubic_psnr_sr": 32.0,
+           "bicubic_ssim_sr": 0.94},
+}
+
+
+def test_report_from_fake_run_dirs_has_their_numbers(tmp_path):
+    for model, results in FAKE.items():
+        fake_run(tmp_path, model, {**BASE, **results})
+    rows = table_rows(write_report(tmp_path, MODELS))
+    assert rows["identity (output = input)"][:2] == ["28.00", "0.9000"]
+    by_model = {name.split(":")[0]: cells for name, cells in rows.items()}
+    assert by_model["p2"][:2] == ["25.00", "0.8000"]
+    assert by_model["p2"][4:] == ["1.25 M", "12.5", "20.00 -> 22.50 (epoch 2)"]
+    assert by_model["p4"][:4] == ["31.05", "0.9350", "33.50", "0.9500"]
+    assert by_model["bicubic 4x of the input (SR baseline)"][2:4] == ["32.00", "0.9400"]
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "Does a ResNet34 encoder help (p3 vs p1)? **yes**: 31.00 vs 30.00 dB (+1.00 dB)" in report
+    assert "Do skip connections help (p3 vs p2)? **yes**: 31.00 vs 25.00 dB (+6.00 dB)" in report
+    assert "Does adding the SR task help de-makeup (p4 vs p3)? **no clear difference**" in report
+    assert "beat bicubic upsampling? **yes**: 33.50 vs 32.00 dB (+1.50 dB)" in report
+    assert "p2 vs the identity baseline: -3.00 dB (not above it" in report
+    assert "p3 vs the identity baseline: +3.00 dB (above it" in report
+    assert "300 epochs, batch 64" in report
+    assert not (tmp_path / "grid.png").exists()  # no shard set known: no pictures
+
+
+def test_report_refuses_missing_and_unfinished_runs(tmp_path):
+    fake_run(tmp_path, "p1", {**BASE, **FAKE["p1"]})
+    with pytest.raises(FileNotFoundError, match=r"no run dir .*runs/p3 for p3"):
+        write_report(tmp_path, ("p1", "p3"))
+    fake_run(tmp_path, "p3", {**BASE, **FAKE["p3"]}, status="running")
+    with pytest.raises(ValueError, match=r"p3 run in .* is not finished \(status: running\)"):
+        write_report(tmp_path, ("p1", "p3"))
+    with pytest.raises(ValueError, match="choose among"):
+        write_report(tmp_path, ("p9",))
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_cli_bad_input_gets_clear_errors(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["experiment", "--local"])
+    assert result.exit_code == 2 and "--shards DIR is required" in result.output
+    result = runner.invoke(app, ["experiment", "--shards", str(tmp_path)])
+    assert result.exit_code == 2 and "--local" in result.output and "--gpus" in result.output
+    result = runner.invoke(app, ["experiment", "--shards", str(tmp_path), "--local"])
+    assert result.exit_code == 2 and "manifest.json" in result.output
+    result = runner.invoke(app, ["experiment", "--report-only", "--out", str(tmp_path), "--models", "p1,p7"])
+    assert result.exit_code == 2 and "--models" in result.output
+    (tmp_path / "keep.txt").write_text("not a demo")
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--overwrite"])
+    assert result.exit_code == 2 and "does not look like a demo output" in result.output
+    assert (tmp_path / "keep.txt").is_file()
+
+
+@pytest.mark.parametrize("job_finishes", [True, False])
+def test_experiment_on_slurm_submits_one_job_per_model_and_waits(demo_out, tmp_path, monkeypatch, job_finishes):
+    """--gpus: each model is submitted with the experiment's config; a job that stops unfinished is an error."""
+    out, _ = demo_out
+    submitted = []
+
+    def fake_submit(opts, command=None, resume=False):
+        submitted.append(opts)
+        if job_finishes:  # the "job" leaves a finished run dir behind
+            shutil.copytree(out / "runs" / opts.model, opts.run_dir)
+        return Submission("42", opts.run_dir, opts.run_dir / "slurm-42.out", opts.run_dir / "job.sbatch", None)
+
+    monkeypatch.setattr("demakeup_dist.launch.submit.submit", fake_submit)
+    monkeypatch.setattr("demakeup_dist.launch.status.job_state", lambda job_id: JobState(job_id, "FAILED"))
+    monkeypatch.setattr(demo, "SLURM_POLL_S", 0.0)
+
+    def experiment() -> str:
+        return demo.run_experiment(out / "shards", tmp_path, models=("p1", "p3"), overrides=TINY.overrides(),
+                                   slurm={"gpus": 2, "partition": "gpu"})
+
+    if job_finishes:
+        assert [n.split(":")[0] for n in table_rows(experiment())] == ["identity (output = input)", "p1", "p3"]
+        assert (tmp_path / "grid.png").is_file()
+    else:
+        with pytest.raises(RuntimeError, match=r"job 42 \(p1\) stopped .*\(Slurm: FAILED, training: not started\)"):
+            experiment()
+    assert [(o.model, o.gpus, o.partition) for o in submitted] == [("p1", 2, "gpu"), ("p3", 2, "gpu")]
+    assert yaml.safe_load(submitted[0].config.read_text())["epochs"] == TINY.epochs
