@@ -49,3 +49,14 @@ def build_dataset(tmp_path: Path, n: int | dict[str, int] = 4, size: int = 16, *
 def make_dataset():
     """Factory: make_dataset(tmp_path, n=4, size=16, hr_folder="high_r", names=None) -> dataset root."""
     return build_dataset
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread: on a small shared CI machine, more threads only contend."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

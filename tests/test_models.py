@@ -18,13 +18,7 @@ from demakeup_dist.models.resnet34_arch import ResNet34Encoder
 from launcher import models_cli
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a small shared CI machine, more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(batch: int, h: int, w: int | None = None, seed: int = 0) -> torch.Tensor:

@@ -34,7 +34,8 @@ SIZE_MULTIPLE = 32
 OUT_ACTIVATIONS = ("sigmoid", "identity")
 NORM_IMPLS = ("auto", "native", "reductions")
 SR_HEAD_IMPLS = ("composed", "layered")
-INPUT_CONV_IMPLS = ("auto", "padded", "plain")
+# Default plain: on an H200 the padded form measured 1-2% slower (docs/performance.md), no win.
+INPUT_CONV_IMPLS = ("plain", "auto", "padded")
 _ENV = {"norm": ("DEMAKEUP_NORM", NORM_IMPLS), "sr_head": ("DEMAKEUP_SR_HEAD", SR_HEAD_IMPLS),
         "input_conv": ("DEMAKEUP_INPUT_CONV", INPUT_CONV_IMPLS)}
 _overrides: dict[str, str] = {}
@@ -135,7 +136,7 @@ class InputConv2d(nn.Conv2d):
     extra padding kernels (visible in the profile of p4). Padding the input, and the weight with
     zero input channels, is the same function (the extra channels multiply zeros) with the same
     parameters and gradients. ``impl="auto"`` pads CUDA tensors only (on CPU it would only add
-    work), ``"padded"`` always, ``"plain"`` never.
+    work), ``"padded"`` always, ``"plain"`` (the default: no gain measured on an H200) never.
     """
 
     def __init__(self, *args: Any, impl: str | None = None, **kwargs: Any) -> None:
