@@ -13,8 +13,8 @@ app = typer.Typer(
     help=(
         "Train de-makeup / super-resolution U-Nets on 1 CPU, 1 GPU or many GPUs.\n\n"
         "Typical flow: `demakeup synth data/` (or bring the course dataset), "
-        "`demakeup shard data/`, `demakeup train p3 --shards shards/`, "
-        "or `demakeup submit p4 --gpus 8 --shards shards/` on a Slurm cluster. "
+        "`demakeup shard data/` (writes shards/data), `demakeup train p3 --shards shards/data`, "
+        "or `demakeup submit p4 --gpus 8 --shards shards/data` on a Slurm cluster. "
         "`demakeup demo` does everything on a small synthetic set."
     ),
     no_args_is_help=True,
