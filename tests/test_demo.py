@@ -188,3 +188,12 @@ def test_experiment_on_slurm_submits_one_job_per_model_and_waits(demo_out, tmp_p
             experiment()
     assert [(o.model, o.gpus, o.partition) for o in submitted] == [("p1", 2, "gpu"), ("p3", 2, "gpu")]
     assert yaml.safe_load(submitted[0].config.read_text())["epochs"] == TINY.epochs
+
+
+def test_demo_trains_the_residual_networks_and_says_so(demo_out):
+    from demakeup_dist.train.config import config_from_file
+
+    out, _ = demo_out
+    for model in ("p1", "p2", "p3", "p4"):
+        assert config_from_file(out / "runs" / model / "config.yaml").model_args.get("residual") is True, model
+    assert "residual: true" in (out / "report.md").read_text()
