@@ -71,7 +71,6 @@ def train(
                                     zero=(zero or 2) if deepspeed else None)
         raise typer.Exit(subprocess.call(cmd, env={**os.environ, **env}))
 
-    from demakeup_dist.train.config import load_config
     from demakeup_dist.train.loop import NonFiniteLoss, train as run_training
 
     with user_errors():
@@ -79,7 +78,7 @@ def train(
             epochs=epochs, batch_size=batch_size, lr=lr, precision=precision and precision.value,
             strategy=strategy and strategy.value, zero=zero, grad_checkpointing=grad_checkpointing,
             compile=compile, seed=seed, wandb=wandb and wandb.value, eval_every=eval_every,
-            save_every_steps=save_every_steps, num_workers=num_workers), load_config)
+            save_every_steps=save_every_steps, num_workers=num_workers))
         run_dir = run_dir or Path("runs") / f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
         try:
             result = run_training(cfg, shards, run_dir, resume=resume)
@@ -90,9 +89,9 @@ def train(
     _exit(0)
 
 
-def _resolve_config(model, config_file, run_dir, resume, overrides, load_config):
+def _resolve_config(model, config_file, run_dir, resume, overrides):
     """On resume the run's own config.yaml is the base, so an unchanged command line resumes as is."""
-    from demakeup_dist.train.config import TrainConfig
+    from demakeup_dist.train.config import TrainConfig, load_config
     from demakeup_dist.train.rundir import saved_config
 
     saved = saved_config(run_dir) if (resume and run_dir and not config_file) else None
