@@ -33,12 +33,11 @@ from demakeup_dist.models import build_model
 from demakeup_dist.models.layers import implementation
 from demakeup_dist.models.reference_arch import build_reference
 from demakeup_dist.train.config import TrainConfig
-from demakeup_dist.train.recipe import make_optimizer, make_scheduler, restoration_loss
+from demakeup_dist.train.recipe import TARGET_KEYS, make_optimizer, make_scheduler, restoration_loss
 
 log = logging.getLogger(__name__)
 
 FEEDS = ("memory", "shards")
-TARGET_KEYS = {"demakeup": "non_makeup", "sr": "hr"}  # model output -> batch key, as in train/loop.py
 Batch = tuple[Tensor, dict[str, Tensor]]
 
 
@@ -185,8 +184,8 @@ class Gate:
 class ModelLoss(nn.Module):
     """`restoration_loss(model(x), targets)` as one module, so torch.compile fuses the loss into the model.
 
-    forward(x, targets): x float (B, 3, H, W) in [0, 1]; targets per task, uint8 in [0, 255] (divided
-    by 255 here, exactly as `loader.to_float` does) or float in [0, 1]. Returns the scalar loss.
+    forward(x, targets): x float (B, 3, H, W) in [0, 1]; targets per task, uint8 in [0, 255] (converted
+    here by `loader.unit_float`, as `loader.to_float` does) or float in [0, 1]. Returns the scalar loss.
     Fusing matters for p4: its (B, 3, 4H, 4W) float32 prediction then never goes through memory.
     """
 
@@ -195,7 +194,7 @@ class ModelLoss(nn.Module):
         self.model, self.weights, self.scale = model, weights, scale
 
     def forward(self, x: Tensor, targets: dict[str, Tensor]) -> Tensor:
-        targets = {k: t.float().div(255) if t.dtype == torch.uint8 else t for k, t in targets.items()}
+        targets = {k: loader.unit_float(t) if t.dtype == torch.uint8 else t for k, t in targets.items()}
         return restoration_loss(self.model(x), targets, self.weights, self.scale)[0]
 
 

@@ -19,6 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from demakeup_dist.data.loader import unit_float
+
 log = logging.getLogger(__name__)
 
 TASKS = ("demakeup", "sr")
@@ -57,7 +59,7 @@ def load_photo(path: Path) -> np.ndarray:
 
 def photo_to_tensor(photo: np.ndarray) -> Tensor:
     """uint8 ``(H, W, 3)`` -> float32 ``(1, 3, H, W)`` in [0, 1], the training data's convention."""
-    return torch.tensor(photo, dtype=torch.uint8).permute(2, 0, 1)[None].float() / 255.0
+    return unit_float(torch.tensor(photo, dtype=torch.uint8).permute(2, 0, 1)[None])
 
 
 def pad_to_multiple(x: Tensor, m: int = 32) -> tuple[Tensor, tuple[int, int]]:

@@ -94,14 +94,19 @@ def eval_batches(shards_dir: Path, split: str, *, batch_size: int, with_hr: bool
     return _load(data, batches, max(1, READ_WINDOW // (batch_size * world_size)), with_hr, num_workers, uint8)
 
 
+def unit_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1] (pixel / 255): the one place pixels become the networks' floats."""
+    return pixels.float().div_(255)
+
+
 def to_float(batch: dict, device: torch.device | str) -> dict:
-    """Move a batch to `device` (non-blocking) and turn uint8 [0, 255] into float32 [0, 1] there (/ 255)."""
+    """Move a batch to `device` (non-blocking) and turn uint8 [0, 255] into float32 [0, 1] there."""
     out = {}
     for key, value in batch.items():
         if isinstance(value, torch.Tensor):
             value = value.to(device, non_blocking=True)
             if value.dtype == torch.uint8:
-                value = value.float().div_(255)
+                value = unit_float(value)
         out[key] = value
     return out
 

@@ -16,9 +16,10 @@ from PIL import Image
 
 from demakeup_dist.data.loader import to_float
 from demakeup_dist.metrics import MetricAccumulator, bicubic_upsample, psnr, ssim
+from demakeup_dist.train.recipe import TARGET_KEYS
 
-# Metric names -> (prediction key, target key). "sr" compares the 4x head with the HR target.
-_HEADS = {"demakeup": ("", "non_makeup"), "sr": ("_sr", "hr")}
+# Metric-name suffix per head: "psnr" for the de-makeup head, "psnr_sr" for the 4x head.
+_SUFFIX = {"demakeup": "", "sr": "_sr"}
 
 
 @torch.inference_mode()
@@ -40,7 +41,7 @@ def evaluate(
     """
     names = []
     for task in tasks:
-        suffix = _HEADS[task][0]
+        suffix = _SUFFIX[task]
         names += [f"psnr{suffix}", f"ssim{suffix}"]
         if baselines:
             base = "identity" if task == "demakeup" else "bicubic"
@@ -56,8 +57,7 @@ def evaluate(
             outputs = model(x)
         outputs = {task: out.float().clamp(0, 1) for task, out in outputs.items()}
         for task, out in outputs.items():
-            suffix, target_key = _HEADS[task]
-            target = batch[target_key]
+            suffix, target = _SUFFIX[task], batch[TARGET_KEYS[task]]
             acc.add(f"psnr{suffix}", psnr(out, target))
             acc.add(f"ssim{suffix}", ssim(out, target))
             if baselines:

@@ -22,7 +22,7 @@ from demakeup_dist.train import checkpoint as ckpt
 from demakeup_dist.train.config import TrainConfig, save_config
 from demakeup_dist.train.distributed import StopRequest, make_accelerator, resolve_precision
 from demakeup_dist.train.evaluation import evaluate, sample_panel
-from demakeup_dist.train.recipe import make_optimizer, make_scheduler, restoration_loss
+from demakeup_dist.train.recipe import TARGET_KEYS, make_optimizer, make_scheduler, restoration_loss
 from demakeup_dist.train.rundir import (
     check_resume_compatible, check_same_model, resolve_resume, saved_config, truncate_metrics,
 )
@@ -97,7 +97,6 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     eval_model = model if deepspeed else net
     input_dtype = torch.bfloat16 if deepspeed and precision == "bf16" else None
     weights = {"demakeup": config.demakeup_loss_weight, "sr": config.sr_loss_weight}
-    targets_of = {"demakeup": "non_makeup", "sr": "hr"}
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
     tracker = RunTracker(run_dir, config.to_dict(), config.resolved_wandb_mode(), config.wandb_project,
                          config.wandb_entity, is_main, restarts)
@@ -134,7 +133,7 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
                 meter.data_wait += time.perf_counter() - waited
                 x = batch["makeup"] if input_dtype is None else batch["makeup"].to(input_dtype)
                 outputs = model(x)
-                loss, _ = restoration_loss(outputs, {t: batch[targets_of[t]] for t in outputs}, weights,
+                loss, _ = restoration_loss(outputs, {t: batch[TARGET_KEYS[t]] for t in outputs}, weights,
                                            config.loss_scale)
                 accelerator.backward(loss)
                 if config.grad_clip_norm > 0 and not deepspeed:  # DeepSpeed clips itself (gradient_clipping)

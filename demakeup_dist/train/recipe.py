@@ -20,6 +20,9 @@ from demakeup_dist.train.config import TrainConfig
 
 _CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
 
+# Each model output (task) and the batch key of its target (data/loader.py's batch contract).
+TARGET_KEYS = {"demakeup": "non_makeup", "sr": "hr"}
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: convolution biases without weight decay, everything else with it."""
