@@ -219,7 +219,7 @@ def picture_grid(runs: dict[str, RunSummary], shards: Path, rows: int = 4,
     Returns an RGB image of width S * columns and height LABEL_HEIGHT + S * rows (S: the image size).
     """
     from demakeup_dist.data.loader import eval_batches, to_float
-    from demakeup_dist.train.checkpoint import load_trained_model
+    from demakeup_dist.weights import load_trained
 
     batches = eval_batches(shards, "test", batch_size=rows, with_hr="p4" in runs, num_workers=0, uint8=True)
     batch = to_float(next(iter(batches)), device)
@@ -228,7 +228,7 @@ def picture_grid(runs: dict[str, RunSummary], shards: Path, rows: int = 4,
     start = (4 * size - size) // 2  # the central S x S window of the 4S x 4S images
     crop = (slice(None), slice(None), slice(start, start + size), slice(start, start + size))
     for name, run in runs.items():
-        model, _ = load_trained_model(run.run_dir, device)
+        model, _ = load_trained(run.run_dir, name, device)
         outputs = model(batch["makeup"])
         tiles.append(outputs["demakeup"])
         if name == "p4":

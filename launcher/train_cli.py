@@ -113,9 +113,13 @@ def _exit(code: int) -> None:
     raise typer.Exit(code)
 
 
+_MODEL_CHECK = "The network the weights must hold (p1..p4); by default the one their metadata names."
+
+
 def evaluate(
     weights: Path = typer.Argument(..., help="A run dir (uses its best.safetensors) or a .safetensors file."),
     shards: Path = typer.Option(..., "--shards", help="Shard dir made by `demakeup shard`."),
+    model: Optional[str] = typer.Option(None, help=_MODEL_CHECK),
     split: str = typer.Option("test", help="train, val or test."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
 ) -> None:
@@ -123,15 +127,15 @@ def evaluate(
     import torch
 
     from demakeup_dist.data.loader import eval_batches
-    from demakeup_dist.train.checkpoint import load_trained_model
     from demakeup_dist.train.evaluation import evaluate as run_eval
+    from demakeup_dist.weights import load_trained
 
     with user_errors():
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model, name = load_trained_model(weights, device)
-        batches = eval_batches(shards, split, batch_size=batch_size, with_hr="sr" in model.tasks, uint8=True)
-        metrics, _ = run_eval(model, batches, model.tasks, device, lambda t: t, baselines=True)
-    typer.echo(f"{name} on {split} of {shards}")
+        net, info = load_trained(weights, model, device)
+        batches = eval_batches(shards, split, batch_size=batch_size, with_hr="sr" in net.tasks, uint8=True)
+        metrics, _ = run_eval(net, batches, net.tasks, device, lambda t: t, baselines=True)
+    typer.echo(f"{info.model} on {split} of {shards}")
     typer.echo(f"{'metric':<16}{'model':>10}{'baseline':>10}  baseline")
     for key in ("psnr", "ssim", "psnr_sr", "ssim_sr"):
         if key in metrics:
@@ -143,17 +147,18 @@ def predict(
     weights: Path = typer.Argument(..., help="A run dir (uses its best.safetensors) or a .safetensors file."),
     inputs: list[Path] = typer.Argument(..., help="Image files or folders (jpg/png/..., any size)."),
     out: Path = typer.Option(..., "--out", help="Folder for NAME_demakeup.png (and NAME_sr4x.png for p4)."),
+    model: Optional[str] = typer.Option(None, help=_MODEL_CHECK),
 ) -> None:
     """De-make-up photos of any size: pads to a multiple of 32, crops back; p4 also writes the 4x image."""
     import torch
 
     from demakeup_dist.predict import predict_files
-    from demakeup_dist.train.checkpoint import load_trained_model
+    from demakeup_dist.weights import load_trained
 
     with user_errors():
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model, _ = load_trained_model(weights, device)
-        written = predict_files(model, inputs, out, device=device)
+        net, _ = load_trained(weights, model, device)
+        written = predict_files(net, inputs, out, device=device)
     typer.echo(f"wrote {len(written)} file(s) to {out}")
 
 

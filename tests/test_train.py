@@ -23,9 +23,9 @@ from safetensors.torch import load_file
 
 from demakeup_dist.data.shards import write_shards
 from demakeup_dist.data.synth import synth_dataset
-from demakeup_dist.models import build_model
 from demakeup_dist.train.config import load_config
 from demakeup_dist.train.loop import NonFiniteLoss, train
+from demakeup_dist.weights import load_trained
 
 SIZE = 32
 DEMAKEUP = [sys.executable, "-m", "launcher.main"]
@@ -84,8 +84,8 @@ def test_run_dir_contract(p4_run):
     for key in ("psnr", "ssim", "identity_psnr", "identity_ssim", "psnr_sr", "bicubic_psnr_sr"):
         assert np.isfinite(results[key]), key
     assert json.loads((p4_run / "status.json").read_text())["status"] == "finished"
-    model = build_model("p4")
-    model.load_state_dict(weights(p4_run / "best.safetensors"))  # strict: every key matches
+    _, info = load_trained(p4_run / "best.safetensors")  # strict: every key matches
+    assert (info.model, info.image_size, info.model_args["decoder_channels"]) == ("p4", SIZE, [256, 128, 64, 32, 16])
 
 
 def test_wandb_offline_files(p4_run):

@@ -4,7 +4,7 @@ Layout under RUN_DIR:
   checkpoints/step-00001234/   one complete accelerate state (model, optimizer, scheduler, RNG of every
                                rank, and `TrainState`: epoch, step in epoch, global step, best PSNR)
   checkpoints/step-*.tmp/      a save in progress; never read, removed by the next save
-  best.safetensors, model.safetensors   weights only, loadable with build_model(...).load_state_dict
+  best.safetensors, model.safetensors   weights only, self-describing: see demakeup_dist.weights
 
 A checkpoint directory appears under its final name only after every rank finished writing it (rename
 of a temporary directory), so a run killed at any moment leaves either the old or the new checkpoint,
@@ -19,8 +19,6 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
@@ -81,49 +79,3 @@ def save_checkpoint(accelerator, run_dir: Path, global_step: int, keep: int) -> 
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
-
-
-def save_weights(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Atomic safetensors write of CPU, contiguous copies of the weights."""
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    tmp = Path(f"{path}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} not found")
-    return load_file(str(path))
-
-
-def load_trained_model(path: Path, device: str | torch.device = "cpu"):
-    """A trained network from a run dir (its best.safetensors + config.yaml) or a weights file.
-
-    Returns (model in eval mode, model name). Weights files carry their model name in their metadata.
-    """
-    from safetensors import safe_open
-
-    from demakeup_dist.models import build_model
-    from demakeup_dist.train.config import config_from_file
-
-    path = Path(path)
-    model_args: dict = {}
-    if path.is_dir():
-        weights = path / "best.safetensors"
-        if not weights.is_file():
-            raise FileNotFoundError(f"{path} has no best.safetensors: is it a finished (or evaluated) run dir?")
-        config = config_from_file(path / "config.yaml")
-        name, model_args = config.model, config.model_args
-    else:
-        weights = path
-        if not weights.is_file():
-            raise FileNotFoundError(f"{path}: no such run dir or weights file")
-        with safe_open(str(weights), framework="pt") as fh:
-            name = (fh.metadata() or {}).get("model")
-        if not name:
-            raise ValueError(f"{weights} does not say which model it holds (no 'model' metadata); pass its run dir")
-    model = build_model(name, **model_args)
-    model.load_state_dict(load_weights(weights))
-    return model.to(device).eval(), name

@@ -29,6 +29,7 @@ from demakeup_dist.train.rundir import (
 from demakeup_dist.train.tracking import (
     RunTracker, Throughput, log, read_status, setup_logging, write_json_atomic,
 )
+from demakeup_dist.weights import describe, load_trained, save_weights
 
 
 class NonFiniteLoss(RuntimeError):
@@ -199,8 +200,8 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
                     state.best_val_psnr, state.best_epoch = record["val_psnr"], epoch + 1
                     best = _weights(accelerator, model)
                     if is_main:
-                        ckpt.save_weights(best, run_dir / "best.safetensors",
-                                          {"model": config.model, "epoch": str(epoch + 1)})
+                        save_weights(best, run_dir / "best.safetensors", describe(
+                            config.model, config.model_args, image_size=manifest.get("image_size"), epoch=epoch + 1))
                         if first is not None:
                             panel = sample_panel(first, config.sample_panels)
                             (run_dir / "samples").mkdir(exist_ok=True)
@@ -215,7 +216,8 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
 
     final = _weights(accelerator, model)
     if is_main:
-        ckpt.save_weights(final, run_dir / "model.safetensors", {"model": config.model, "epoch": str(config.epochs)})
+        save_weights(final, run_dir / "model.safetensors", describe(
+            config.model, config.model_args, image_size=manifest.get("image_size"), epoch=config.epochs))
     accelerator.wait_for_everyone()
     test_batches = loader.eval_batches(shards, "test", batch_size=local_batch, with_hr="sr" in tasks,
                                        rank=accelerator.process_index, world_size=world, num_workers=workers,
@@ -228,8 +230,7 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
 
 def evaluate_best(config, run_dir, accelerator, test_batches, tasks, reduce_sum, best_epoch) -> dict:
     """Evaluate best.safetensors on the test split with a plain (unwrapped) copy of the network."""
-    net = build_model(config.model, **config.model_args).to(accelerator.device)
-    net.load_state_dict(ckpt.load_weights(run_dir / "best.safetensors"))
+    net, _ = load_trained(Path(run_dir) / "best.safetensors", config.model, accelerator.device)
     metrics, _ = evaluate(net, test_batches, tasks, accelerator.device, reduce_sum, accelerator.autocast,
                           baselines=True)
     results = {"model": config.model, "split": "test", "best_epoch": best_epoch, **metrics}
