@@ -8,11 +8,15 @@ import sys
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from launcher.errors import user_errors
+
+
+SET_HELP = ("Any config key, VALUE read as YAML; repeatable. `model_args.NAME=VALUE` sets one network option, "
+            "e.g. --set model_args.residual=true --set weight_decay=0. Recorded in RUN_DIR/config.yaml.")
 
 
 class Precision(str, Enum):
@@ -55,6 +59,7 @@ def train(
     eval_every: Optional[int] = typer.Option(None, help="Evaluate on val every N epochs."),
     save_every_steps: Optional[int] = typer.Option(None, help="Also checkpoint every N steps (0 = epoch ends only)."),
     num_workers: Optional[int] = typer.Option(None, help="Data-loading worker processes per training process."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
 ) -> None:
     """Train a network on shards with the brief's recipe (AdamW, warm-up + linear decay, MSE x 100).
 
@@ -71,10 +76,11 @@ def train(
                                     zero=(zero or 2) if deepspeed else None)
         raise typer.Exit(subprocess.call(cmd, env={**os.environ, **env}))
 
+    from demakeup_dist.train.config import parse_sets
     from demakeup_dist.train.loop import NonFiniteLoss, train as run_training
 
     with user_errors():
-        cfg = _resolve_config(model, config, run_dir, resume, dict(
+        cfg = _resolve_config(model, config, run_dir, resume, parse_sets(sets or []), dict(
             epochs=epochs, batch_size=batch_size, lr=lr, precision=precision and precision.value,
             strategy=strategy and strategy.value, zero=zero, grad_checkpointing=grad_checkpointing,
             compile=compile, seed=seed, wandb=wandb and wandb.value, eval_every=eval_every,
@@ -89,17 +95,17 @@ def train(
     _exit(0)
 
 
-def _resolve_config(model, config_file, run_dir, resume, overrides):
+def _resolve_config(model, config_file, run_dir, resume, sets, overrides):
     """On resume the run's own config.yaml is the base, so an unchanged command line resumes as is."""
-    from demakeup_dist.train.config import TrainConfig, load_config
+    from demakeup_dist.train.config import TrainConfig, load_config, merge
     from demakeup_dist.train.rundir import saved_config
 
     saved = saved_config(run_dir) if (resume and run_dir and not config_file) else None
     if saved is not None:
         if saved.model != model:
             raise ValueError(f"run dir {run_dir} belongs to model {saved.model!r}, not {model!r}")
-        return TrainConfig(**{**saved.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
-    return load_config(model, config_file, **overrides)
+        return TrainConfig(**merge(saved.to_dict(), sets, {k: v for k, v in overrides.items() if v is not None}))
+    return load_config(model, config_file, sets, **overrides)
 
 
 def _exit(code: int) -> None:

@@ -1,13 +1,17 @@
 """The training configuration: one typed dataclass, loaded from a flat YAML and overridden from the CLI.
 
-Precedence: dataclass defaults < `configs/<model>.yaml` (or `--config FILE`) < command-line options.
-Unknown keys are errors, so a typo never silently falls back to a default.
+Precedence: dataclass defaults < `configs/<model>.yaml` (or `--config FILE`) < `--set KEY=VALUE` <
+command-line options. Unknown keys are errors, so a typo never silently falls back to a default, and
+every value is converted to its field's type (YAML 1.1 reads `1e-3` as a string) or refused, naming
+the key and the type it needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +82,9 @@ class TrainConfig:
     wandb_entity: str | None = None
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, coerce(f.name, getattr(self, f.name)))
+        self.model_args = model_args_for(self.model, self.model_args)
         checks = [
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
             (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, got {self.strategy!r}"),
@@ -117,11 +123,146 @@ class TrainConfig:
         return data
 
 
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _convert(value: Any, kind: Any) -> Any:
+    """`value` as type `kind` (a field annotation), or TypeError/ValueError."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise TypeError
+        return tuple(_convert(v, a) for v, a in zip(value, args))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        return [_convert(v, args[0]) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError
+        return dict(value)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise TypeError
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        if kind is float:
+            return float(value)
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return int(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    return value
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _describe(kind: Any) -> str:
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return f"{_describe(args[0])} or null"
+    if typing.get_origin(kind) is tuple:
+        return f"a list of {len(args)} values, each {_describe(args[0])}"
+    if typing.get_origin(kind) is list:
+        return f"a list of values, each {_describe(args[0])}"
+    if typing.get_origin(kind) is dict:
+        return "a mapping of keys to values"
+    return _TYPE_WORDS.get(kind, str(kind))
+
+
+def coerce(key: str, value: Any) -> Any:
+    """`value` converted to the type of TrainConfig field `key`; ValueError naming both otherwise."""
+    kind = _FIELD_TYPES[key]
+    try:
+        return _convert(value, kind)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: expected {_describe(kind)}, got {value!r}") from None
+
+
+def model_args_for(model: str, args: dict[str, Any]) -> dict[str, Any]:
+    """`args` checked against network `model`'s constructor options, each converted to its default's type."""
+    from demakeup_dist.models import model_options
+
+    options = model_options(model)
+    if unknown := sorted(set(args) - set(options)):
+        valid = ", ".join(f"{k} (default {v!r})" for k, v in options.items())
+        raise ValueError(f"model_args: {model} has no option(s) {', '.join(unknown)}; valid: {valid}")
+    return {key: _like(f"model_args.{key}", value, options[key]) for key, value in args.items()}
+
+
+def _like(key: str, value: Any, default: Any) -> Any:
+    """`value` as the type of `default` (any list for a sequence, anything for None)."""
+    if default is None:
+        return value
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        return list(value)
+    try:
+        return _convert(value, type(default))
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: expected {_describe(type(default))}, got {value!r}") from None
+
+
 def _check_keys(data: dict[str, Any], source: str) -> None:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+
+
+def _validated(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """`data` with known keys only, each converted to its field's type; errors name `source`."""
+    _check_keys(data, source)
+    try:
+        return {key: coerce(key, value) for key, value in data.items()}
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` options as a partial config: VALUE is read as YAML (`true`, `[1, 2]`, `null`),
+    and `model_args.NAME=VALUE` sets one constructor option of the network, keeping the others."""
+    data: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=1e-3 or --set model_args.residual=true")
+        if key == "model":
+            raise ValueError("--set model=...: the network is the command's MODEL argument")
+        value = yaml.safe_load(text) if text.strip() else ""
+        head, dot, sub = key.partition(".")
+        if dot:
+            if _FIELD_TYPES.get(head) is None or typing.get_origin(_FIELD_TYPES[head]) is not dict:
+                raise ValueError(f"--set {item!r}: only mapping keys take a sub-key ({head!r} is not one); "
+                                 f"use --set {head}=VALUE")
+            data.setdefault(head, {})[sub] = value
+        else:
+            data[key] = value
+    return _validated(data, "--set")
+
+
+def merge(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Later layers override earlier ones; mapping values (model_args) are merged key by key."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -132,30 +273,33 @@ def read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of keys to values at the top level")
-    _check_keys(data, str(path))
-    return data
+    return _validated(data, str(path))
 
 
 def default_config_path(model: str) -> Path:
     return CONFIG_DIR / f"{model}.yaml"
 
 
-def load_config(model: str, config_file: Path | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults < YAML (`config_file`, else `configs/<model>.yaml` when present) < non-None overrides."""
+def load_config(model: str, config_file: Path | None = None, sets: dict[str, Any] | None = None,
+                **overrides: Any) -> TrainConfig:
+    """Defaults < YAML (`config_file`, else `configs/<model>.yaml` when present) < `sets` (from
+    `parse_sets`) < non-None overrides."""
     path = Path(config_file) if config_file else default_config_path(model)
     data = read_yaml(path) if (config_file or path.is_file()) else {}
     if data.get("model", model) != model:
         raise ValueError(f"{path} is for model {data['model']!r}, but model {model!r} was asked for")
     data["model"] = model
-    cli = {k: v for k, v in overrides.items() if v is not None}
-    _check_keys(cli, "command-line options")
-    return TrainConfig(**{**data, **cli})
+    cli = _validated({k: v for k, v in overrides.items() if v is not None}, "command-line options")
+    return TrainConfig(**merge(data, sets or {}, cli))
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
     tmp = Path(f"{path}.tmp")
     tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     os.replace(tmp, path)
+
+
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
 
 
 def config_from_file(path: Path) -> TrainConfig:
