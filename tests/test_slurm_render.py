@@ -82,7 +82,7 @@ def test_deepspeed_job(tmp_path):
     script = render(opts(tmp_path, gpus=16, strategy="deepspeed", zero=3))
     bash_n(script, tmp_path)
     line = launch_line(script)
-    config = R.DEEPSPEED_CONFIGS / "zero3.json"
+    config = R.deepspeed_config(3)
     assert f"--use_deepspeed --deepspeed_config_file {config}" in line
     assert "--multi_gpu" not in line and "--strategy deepspeed --zero 3" in line
 

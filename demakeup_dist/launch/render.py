@@ -1,6 +1,6 @@
 """Job options -> a Slurm batch script: validation, node/process layout and template filling.
 
-The template (default `slurm/train.sbatch`) holds `{{name}}` placeholders. Each is replaced by a quoted
+The template (default: the shipped `slurm/train.sbatch`, see demakeup_dist.resources) holds `{{name}}` placeholders. Each is replaced by a quoted
 value, so that nothing in a path or option is ever executed or split:
   * in `#SBATCH` lines, with sbatch's own directive quoting (double quotes, `\\` escapes); a directive
     whose value is not set (None) is left out;
@@ -16,9 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_TEMPLATE = PROJECT_ROOT / "slurm" / "train.sbatch"
-DEEPSPEED_CONFIGS = PROJECT_ROOT / "configs" / "deepspeed"
+from demakeup_dist.resources import deepspeed_config, sbatch_template
+
 MODELS = ("p1", "p2", "p3", "p4")
 STRATEGIES = ("ddp", "deepspeed")
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -132,8 +131,7 @@ def validate(opts: JobOptions) -> Layout:
     if opts.strategy == "deepspeed":
         if opts.gpus == 0:
             raise ValueError("--strategy deepspeed needs GPUs: use --gpus N, or --strategy ddp for CPU jobs")
-        if not deepspeed_config(opts.zero).is_file():
-            raise FileNotFoundError(f"--zero {opts.zero}: no DeepSpeed config {deepspeed_config(opts.zero)}")
+        deepspeed_config(opts.zero)
     if opts.precision is not None and opts.precision not in PRECISIONS:
         raise ValueError(f"--precision {opts.precision!r}: choose one of {', '.join(PRECISIONS)}")
     if opts.gpus == 0 and opts.precision == "fp16":
@@ -155,10 +153,6 @@ def validate(opts: JobOptions) -> Layout:
             raise ValueError(f"extra train option {option}: set by the launcher; use submit's "
                              f"{RESERVED_TRAIN_OPTIONS[option]} instead")
     return layout
-
-
-def deepspeed_config(zero: int) -> Path:
-    return DEEPSPEED_CONFIGS / f"zero{zero}.json"
 
 
 def template_values(opts: JobOptions, layout: Layout) -> dict[str, object]:
@@ -206,11 +200,11 @@ def log_path(run_dir: Path, job_id: str) -> Path:
 
 
 def render(opts: JobOptions, template: Path | None = None) -> str:
-    """The batch script for `opts` from `template` (default `slurm/train.sbatch`)."""
+    """The batch script for `opts` from `template` (default: the shipped `slurm/train.sbatch`)."""
     layout = validate(opts)
-    path = template or DEFAULT_TEMPLATE
+    path = template or sbatch_template()
     if not Path(path).is_file():
-        raise FileNotFoundError(f"--template {path}: no such file (start from a copy of {DEFAULT_TEMPLATE})")
+        raise FileNotFoundError(f"--template {path}: no such file (start from a copy of {sbatch_template()})")
     return fill_template(Path(path).read_text(encoding="utf-8"), template_values(opts, layout), str(path))
 
 

@@ -1,6 +1,6 @@
 """The training configuration: one typed dataclass, loaded from a flat YAML and overridden from the CLI.
 
-Precedence: dataclass defaults < `configs/<model>.yaml` (or `--config FILE`) < `--set KEY=VALUE` <
+Precedence: dataclass defaults < the shipped `configs/<model>.yaml` (or `--config FILE`) < `--set KEY=VALUE` <
 command-line options. Unknown keys are errors, so a typo never silently falls back to a default, and
 every value is converted to its field's type (YAML 1.1 reads `1e-3` as a string) or refused, naming
 the key and the type it needs.
@@ -18,7 +18,6 @@ from typing import Any
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STRATEGIES = ("ddp", "deepspeed")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -276,16 +275,17 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return _validated(data, str(path))
 
 
-def default_config_path(model: str) -> Path:
-    return CONFIG_DIR / f"{model}.yaml"
-
-
 def load_config(model: str, config_file: Path | None = None, sets: dict[str, Any] | None = None,
                 **overrides: Any) -> TrainConfig:
-    """Defaults < YAML (`config_file`, else `configs/<model>.yaml` when present) < `sets` (from
+    """Defaults < YAML (`config_file`, else the shipped `configs/<model>.yaml`) < `sets` (from
     `parse_sets`) < non-None overrides."""
-    path = Path(config_file) if config_file else default_config_path(model)
-    data = read_yaml(path) if (config_file or path.is_file()) else {}
+    from demakeup_dist.models import MODEL_NAMES
+    from demakeup_dist.resources import model_config
+
+    if not config_file and model not in MODEL_NAMES:
+        raise ValueError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
+    path = Path(config_file) if config_file else model_config(model)
+    data = read_yaml(path)
     if data.get("model", model) != model:
         raise ValueError(f"{path} is for model {data['model']!r}, but model {model!r} was asked for")
     data["model"] = model

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from demakeup_dist.train.config import CONFIG_DIR, TrainConfig
+from demakeup_dist.resources import deepspeed_config as deepspeed_template
+from demakeup_dist.train.config import TrainConfig
 
 _MIXED = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 
@@ -29,8 +30,7 @@ def resolve_precision(precision: str) -> str:
 
 def deepspeed_config(config: TrainConfig, micro_batch: int, precision: str) -> dict:
     """`configs/deepspeed/zero{N}.json` with the values that must match this run filled in."""
-    path = CONFIG_DIR / "deepspeed" / f"zero{config.zero}.json"
-    ds = json.loads(path.read_text(encoding="utf-8"))
+    ds = json.loads(deepspeed_template(config.zero).read_text(encoding="utf-8"))
     ds["train_micro_batch_size_per_gpu"] = micro_batch
     ds["gradient_accumulation_steps"] = 1
     ds["gradient_clipping"] = config.grad_clip_norm
@@ -120,7 +120,7 @@ def relaunch_command(nproc: int, precision: str, argv: list[str], zero: int | No
            "--num_machines", "1", "--mixed_precision", _MIXED[resolve_precision(precision)],
            "--dynamo_backend", "no"]
     if zero is not None:
-        cmd += ["--use_deepspeed", "--deepspeed_config_file", str(CONFIG_DIR / "deepspeed" / f"zero{zero}.json")]
+        cmd += ["--use_deepspeed", "--deepspeed_config_file", str(deepspeed_template(zero))]
     elif nproc > 1:
         cmd.append("--multi_gpu")
     env = {"DEMAKEUP_RELAUNCHED": "1"}
