@@ -46,8 +46,9 @@ def submit(
 
     Example: demakeup submit p4 --gpus 16 --shards /shared/shards --partition gpu --time 2-00:00:00 -- --epochs 300
     """
-    from demakeup_dist.launch.render import JobOptions, render
-    from demakeup_dist.launch.submit import default_run_dir, run_local, submit as submit_job
+    from demakeup_dist.launch.render import JobOptions, render, validate
+    from demakeup_dist.launch.submit import check_inputs, default_run_dir, run_local, submit as submit_job
+    from launcher.train_cli import check_train_options
 
     with user_errors():
         if dry_run and local:
@@ -65,6 +66,11 @@ def submit(
             signal_seconds=signal_seconds, max_restarts=max_restarts, train_args=tuple(train_args or ()),
         )
         template = template.resolve() if template else None
+        # Everything the job would refuse once it leaves the queue is refused here, --dry-run included.
+        validate(opts)
+        check_train_options(model, opts.shards, opts.train_args, config=opts.config, run_dir=opts.run_dir,
+                            resume=resume is not None, strategy=strategy, zero=zero, precision=precision)
+        check_inputs(opts, resume is not None)
         if dry_run:
             sys.stdout.write(render(opts, template))
             typer.echo(f"(dry run: nothing submitted; run dir would be {opts.run_dir})", err=True)

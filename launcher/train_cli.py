@@ -8,7 +8,7 @@ import sys
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import typer
 
@@ -39,6 +39,7 @@ class WandbMode(str, Enum):
 
 
 def train(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="Network to train: p1, p2, p3 or p4 (see `demakeup models`)."),
     shards: Path = typer.Option(..., "--shards", help="Shard dir made by `demakeup shard` (has manifest.json)."),
     config: Optional[Path] = typer.Option(None, help="YAML config (default: configs/MODEL.yaml). CLI options override it."),
@@ -80,11 +81,7 @@ def train(
     from demakeup_dist.train.loop import NonFiniteLoss, train as run_training
 
     with user_errors():
-        cfg = _resolve_config(model, config, run_dir, resume, parse_sets(sets or []), dict(
-            epochs=epochs, batch_size=batch_size, lr=lr, precision=precision and precision.value,
-            strategy=strategy and strategy.value, zero=zero, grad_checkpointing=grad_checkpointing,
-            compile=compile, seed=seed, wandb=wandb and wandb.value, eval_every=eval_every,
-            save_every_steps=save_every_steps, num_workers=num_workers))
+        cfg = _resolve_config(model, config, run_dir, resume, parse_sets(sets or []), _config_overrides(ctx.params))
         run_dir = run_dir or Path("runs") / f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
         try:
             result = run_training(cfg, shards, run_dir, resume=resume)
@@ -93,6 +90,31 @@ def train(
             _exit(3)
     typer.echo(f"run dir: {run_dir} ({result.get('status', 'finished')})", err=True)
     _exit(0)
+
+
+_OVERRIDES = ("epochs", "batch_size", "lr", "precision", "strategy", "zero", "grad_checkpointing", "compile", "seed",
+              "wandb", "eval_every", "save_every_steps", "num_workers")
+
+
+def _config_overrides(params: dict) -> dict:
+    """The TrainConfig values among the train command's parsed options (None: not given)."""
+    return {k: params[k].value if isinstance(params[k], Enum) else params[k] for k in _OVERRIDES}
+
+
+def check_train_options(model: str, shards: Path, args: Sequence[str], *, config: Path | None, run_dir: Path,
+                        resume: bool, **launcher_options) -> None:
+    """Refuse now what `demakeup train MODEL --shards SHARDS ARGS` would refuse once a queued job starts:
+    the train command's own parser first, then the config the options resolve to. `launcher_options`
+    are the TrainConfig values the launcher adds itself (strategy, zero, precision). A parser error
+    propagates as typer's own usage error (exit 2, "Usage: demakeup train ...")."""
+    from demakeup_dist.train.config import parse_sets
+
+    solo = typer.Typer()
+    solo.command()(train)
+    ctx = typer.main.get_command(solo).make_context("demakeup train", [model, "--shards", str(shards), *args])
+    overrides = {**_config_overrides(ctx.params), **{k: v for k, v in launcher_options.items() if v is not None}}
+    _resolve_config(model, config, run_dir, "auto" if resume else None, parse_sets(ctx.params["sets"] or []),
+                    overrides)
 
 
 def _resolve_config(model, config_file, run_dir, resume, sets, overrides):

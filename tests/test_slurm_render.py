@@ -328,7 +328,6 @@ def test_status_and_cancel_without_slurm(tmp_path, monkeypatch):
     ("RUNNING", False, "--batch --signal=TERM 31", "asked Slurm job 31 to checkpoint and stop"),
     ("RUNNING", True, "31", "cancelled Slurm job 31 (RUNNING)"),
     ("PENDING", False, "31", "cancelled Slurm job 31 (PENDING)"),
-    ("COMPLETED", False, None, "has already ended (COMPLETED)"),
 ])
 def test_cancel_slurm_job(tmp_path, monkeypatch, state, now, scancel_args, message):
     run_dir = tmp_path / "runs" / "p3-x"
@@ -345,3 +344,59 @@ def test_cancel_slurm_job(tmp_path, monkeypatch, state, now, scancel_args, messa
     assert message in result.stdout and not (run_dir / "STOP").exists()
     args = tmp_path / "scancel.args"
     assert (args.read_text().strip() if args.exists() else None) == scancel_args
+
+
+def test_cancel_ended_slurm_job_does_nothing_and_says_so(tmp_path, monkeypatch):
+    run_dir = tmp_path / "runs" / "p3-x"
+    run_dir.mkdir(parents=True)
+    (run_dir / "submissions.json").write_text(json.dumps([{"job_id": "31", "command": []}]))
+    bin_dir = fake_sbatch(tmp_path, "exit 1")
+    (bin_dir / "scontrol").write_text('#!/bin/sh\necho "JobId=31 JobState=COMPLETED Reason=None Restarts=0"\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(["cancel", "31"], f"{bin_dir}:{os.environ['PATH']}")
+    assert result.exit_code == 2 and "has already ended (COMPLETED); nothing to stop" in result.stderr
+    assert not (run_dir / "STOP").exists()
+
+
+@pytest.mark.parametrize("status", ["finished", "failed", None])
+def test_cancel_run_that_is_not_running_leaves_no_stop_file(tmp_path, status):
+    run_dir = tmp_path / "p3-x"
+    run_dir.mkdir()
+    if status:
+        (run_dir / "status.json").write_text(json.dumps({"status": status}))
+    result = run_cli(["cancel", str(run_dir)])
+    assert result.exit_code == 2 and f"is not running ({status or 'not started'}); nothing to stop" in result.stderr
+    assert list(run_dir.iterdir()) == ([run_dir / "status.json"] if status else [])
+
+
+def test_status_of_unknown_job_fails(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(["status", "12345"], str(empty))
+    assert result.exit_code == 2 and "job 12345: unknown to Slurm and to the runs under runs/" in result.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--", "--eopchs", "5"], "No such option: --eopchs"),
+    (["--", "--epochs", "five"], "Invalid value for '--epochs'"),
+    (["--", "--set", "lr=fast"], "--set: lr: expected a number, got 'fast'"),
+    (["--", "--set", "model_args.skips=false"], "p4 has no option(s) skips"),
+    (["--config", "CONFIG"], "c.yaml: epochs: expected an integer, got 'many'"),
+    (["--shards", "MISSING"], "no such folder; make one with `demakeup shard DATA`"),
+])
+def test_dry_run_refuses_what_the_job_would(tmp_path, shards, extra, message):
+    (tmp_path / "c.yaml").write_text("epochs: many\n")
+    extra = [{"CONFIG": str(tmp_path / "c.yaml"), "MISSING": str(tmp_path / "absent")}.get(a, a) for a in extra]
+    args = ["submit", "p4", "--gpus", "8", "--shards", str(shards), "--run-dir", str(tmp_path / "r"), "--dry-run"]
+    result = run_cli(args + extra)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not result.stdout.startswith("#!") and not (tmp_path / "r").exists()
+
+
+def test_dry_run_accepts_valid_training_options(tmp_path, shards):
+    result = run_cli(["submit", "p4", "--gpus", "8", "--shards", str(shards), "--run-dir", str(tmp_path / "r"),
+                      "--dry-run", "--", "--epochs", "5", "--set", "model_args.residual=true"])
+    assert result.exit_code == 0, result.output
+    assert "--epochs 5 --set model_args.residual=true" in result.stdout

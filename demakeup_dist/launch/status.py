@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from demakeup_dist.launch.submit import RECORD_NAME
+from demakeup_dist.train.tracking import read_status
 
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED",
                  "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
@@ -78,9 +79,11 @@ def run_report(target: str | None, runs_root: Path = Path("runs")) -> RunReport:
     run_dir, job_id = resolve_target(target, runs_root)
     job = job_state(job_id) if job_id and not job_id.startswith("local-") else None
     if run_dir is None:
+        if job is None or job.state is None:
+            raise FileNotFoundError(f"job {job_id}: unknown to Slurm and to the runs under {runs_root}/: "
+                                    "check the id (squeue --me), or pass the RUN_DIR")
         return RunReport(None, job)
-    status_file = run_dir / "status.json"
-    status = json.loads(status_file.read_text(encoding="utf-8")) if status_file.is_file() else {}
+    status = read_status(run_dir)
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
     logs = sorted(run_dir.glob("slurm-*.out"), key=lambda p: p.stat().st_mtime)
     return RunReport(run_dir, job, status, checkpoints, logs[-1] if logs else None)
@@ -91,7 +94,8 @@ def cancel(target: str, now: bool = False, runs_root: Path = Path("runs")) -> st
     (which asks the training to checkpoint at the next step and ends the job without requeueing; the
     step's processes are not signalled, so torch elastic does not kill the workers mid-save); a run
     outside Slurm gets the file RUN_DIR/STOP; a pending job is cancelled at once, and so is any job
-    with `now`. Returns what was done, in words."""
+    with `now`. Returns what was done, in words; raises ValueError (and changes nothing) when there is
+    nothing to stop."""
     run_dir, job_id = resolve_target(target, runs_root)
     job = job_state(job_id) if job_id and not job_id.startswith("local-") else None
     resume = f"; continue later with `demakeup submit MODEL --shards DIR --resume {run_dir}`" if run_dir else ""
@@ -102,9 +106,13 @@ def cancel(target: str, now: bool = False, runs_root: Path = Path("runs")) -> st
             return f"asked Slurm job {job_id} to checkpoint and stop{resume}"
         return f"cancelled Slurm job {job_id} ({job.state})"
     if job is not None and job.state is not None:
-        return f"Slurm job {job_id} has already ended ({job.state}); nothing to stop"
+        raise ValueError(f"Slurm job {job_id} has already ended ({job.state}); nothing to stop")
     if run_dir is None:
         raise FileNotFoundError(f"job {job_id}: unknown to Slurm and no run dir found for it")
+    # The trainer deletes RUN_DIR/STOP when it starts, so only a training running now can obey one.
+    training = read_status(run_dir).get("status")
+    if training != "running":
+        raise ValueError(f"the training in {run_dir} is not running ({training or 'not started'}); nothing to stop")
     (run_dir / "STOP").touch()
     return f"asked the training in {run_dir} to checkpoint and stop (RUN_DIR/STOP){resume}"
 
