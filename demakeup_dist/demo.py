@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -146,10 +147,13 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_NAMES,
                    overrides: dict[str, Any] | None = None, nproc: int = 1, slurm: dict[str, Any] | None = None,
-                   notes: list[str] | None = None, clock: PhaseClock | None = None, residual: bool = False) -> str:
+                   notes: list[str] | None = None, clock: PhaseClock | None = None, residual: bool = False,
+                   sets: dict[str, Any] | None = None) -> str:
     """Train `models` on `shards` into OUT/runs/<model>, one after the other, then write the report.
 
-    `residual` trains each network's `residual: true` variant (the input added to its output).
+    `residual` trains each network's `residual: true` variant (the input added to its output). `sets`
+    (from `parse_sets`) and then `overrides` change every model's config. The runs share one wandb
+    group, kept in OUT's experiment record so a rerun adds to it, and are tagged with model and variant.
 
     Where they run: in this process (nproc 1), `demakeup train --nproc N` subprocesses, or one Slurm job
     per model (`slurm`: JobOptions fields such as gpus, partition, time), waited for. A model whose run
@@ -169,8 +173,9 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
                          "choose another --out so that one report never mixes two datasets")
     (out / "configs").mkdir(parents=True, exist_ok=True)
     setup_logging(None, True)
+    group = earlier.get("wandb_group") or f"{out.resolve().name}-{secrets.token_hex(3)}"
     record = {"shards": str(shards), "models": list(models), "hardware": _hardware(nproc, slurm),
-              "notes": notes or earlier.get("notes", [])}
+              "notes": notes or earlier.get("notes", []), "wandb_group": group}
     write_json_atomic(out / EXPERIMENT_FILE, {**earlier, **record})
     todo = []
     for model in models:
@@ -178,9 +183,11 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
             log.info("%s: already finished in %s, not retrained", model, run_dir_of(out, model))
             continue
         config_file = out / "configs" / f"{model}.yaml"
-        config = load_config(model, **(overrides or {}))
+        config = load_config(model, sets=sets, **(overrides or {}))
         if residual:
             config.model_args = {**config.model_args, "residual": True}
+        config.wandb_group = group
+        config.wandb_tags = [model, "residual" if config.model_args.get("residual") else "brief"]
         save_config(config, config_file)
         todo.append((model, config_file))
     if slurm is not None and todo:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -63,6 +63,8 @@ def experiment(
     residual: bool = typer.Option(False, "--residual", help="Train each network's `residual: true` variant "
                                   "(input added to the output; not in the brief, see docs/results.md)."),
     report_only: bool = typer.Option(False, "--report-only", help="Only rebuild OUT/report.md from finished runs."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                             help="A config key for every model, as for `demakeup train --set`."),
 ) -> None:
     """Train p1..p4 alike on any shard set (here or on Slurm) and write the comparison report.
 
@@ -73,6 +75,7 @@ def experiment(
     """
     from demakeup_dist.demo import run_experiment
     from demakeup_dist.report import write_report
+    from demakeup_dist.train.config import parse_sets
 
     with user_errors():
         chosen = _models(models)
@@ -87,7 +90,8 @@ def experiment(
                                             account=account, time=time_limit)
             try:
                 text = run_experiment(shards, out, models=chosen, nproc=nproc, slurm=slurm, residual=residual,
-                                      overrides=dict(epochs=epochs, batch_size=batch_size, lr=lr))
+                                      overrides=dict(epochs=epochs, batch_size=batch_size, lr=lr),
+                                      sets=parse_sets(sets or []))
             except RuntimeError as exc:  # a training that failed; the message says where to look
                 raise UserError(str(exc)) from None
     typer.echo(text)

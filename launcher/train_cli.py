@@ -56,7 +56,8 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Seed for weights and data order (brief: 25)."),
     resume: Optional[str] = typer.Option(None, help="auto (resume if a checkpoint exists), latest (must exist) or a checkpoint dir."),
     nproc: int = typer.Option(1, help="Local processes (GPUs, or CPU processes over gloo). Ignored inside `accelerate launch`."),
-    wandb: Optional[WandbMode] = typer.Option(None, help="auto = online if WANDB_API_KEY is set, else offline files in the run dir."),
+    wandb: Optional[WandbMode] = typer.Option(None, help="auto = online when wandb has credentials (WANDB_API_KEY, "
+                                              "`wandb login`), else offline files in the run dir."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate on val every N epochs."),
     save_every_steps: Optional[int] = typer.Option(None, help="Also checkpoint every N steps (0 = epoch ends only)."),
     num_workers: Optional[int] = typer.Option(None, help="Data-loading worker processes per training process."),
@@ -67,21 +68,24 @@ def train(
     Runs in this process, or on --nproc local processes through `accelerate launch`; under
     `demakeup submit` the same command runs on every node. Resumable: see --resume.
     """
+    from demakeup_dist.train.config import parse_sets
     from demakeup_dist.train.distributed import check_strategy, launched, relaunch_command
+    from demakeup_dist.train.tracking import check_wandb
 
     deepspeed = strategy == Strategy.deepspeed
     with user_errors():
         check_strategy(strategy.value if strategy else "ddp")
+        cfg = _resolve_config(model, config, run_dir, resume, parse_sets(sets or []), _config_overrides(ctx.params))
+        if os.environ.get("RANK", "0") == "0":  # the rank that logs to wandb
+            check_wandb(cfg.wandb)
     if (nproc > 1 or deepspeed) and not launched():
         cmd, env = relaunch_command(nproc, (precision or Precision.auto).value, sys.argv[1:],
                                     zero=(zero or 2) if deepspeed else None)
         raise typer.Exit(subprocess.call(cmd, env={**os.environ, **env}))
 
-    from demakeup_dist.train.config import parse_sets
     from demakeup_dist.train.loop import NonFiniteLoss, train as run_training
 
     with user_errors():
-        cfg = _resolve_config(model, config, run_dir, resume, parse_sets(sets or []), _config_overrides(ctx.params))
         run_dir = run_dir or Path("runs") / f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
         try:
             result = run_training(cfg, shards, run_dir, resume=resume)
@@ -108,13 +112,15 @@ def check_train_options(model: str, shards: Path, args: Sequence[str], *, config
     are the TrainConfig values the launcher adds itself (strategy, zero, precision). A parser error
     propagates as typer's own usage error (exit 2, "Usage: demakeup train ...")."""
     from demakeup_dist.train.config import parse_sets
+    from demakeup_dist.train.tracking import check_wandb
 
     solo = typer.Typer()
     solo.command()(train)
     ctx = typer.main.get_command(solo).make_context("demakeup train", [model, "--shards", str(shards), *args])
     overrides = {**_config_overrides(ctx.params), **{k: v for k, v in launcher_options.items() if v is not None}}
-    _resolve_config(model, config, run_dir, "auto" if resume else None, parse_sets(ctx.params["sets"] or []),
-                    overrides)
+    cfg = _resolve_config(model, config, run_dir, "auto" if resume else None, parse_sets(ctx.params["sets"] or []),
+                          overrides)
+    check_wandb(cfg.wandb)  # the job inherits this environment, credentials included
 
 
 def _resolve_config(model, config_file, run_dir, resume, sets, overrides):

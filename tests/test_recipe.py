@@ -107,14 +107,3 @@ def test_deepspeed_on_cpu_is_refused_clearly():
         pytest.skip("DeepSpeed runs on this machine's GPUs")
     with pytest.raises(ValueError, match="needs CUDA GPUs; on CPU use --strategy ddp"):
         make_accelerator(TrainConfig(strategy="deepspeed"))
-
-
-def test_wandb_auto_follows_wandb_mode_then_api_key(monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    assert TrainConfig().resolved_wandb_mode() == "offline"
-    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert TrainConfig().resolved_wandb_mode() == "online"
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert TrainConfig().resolved_wandb_mode() == "disabled"
-    assert TrainConfig(wandb="offline").resolved_wandb_mode() == "offline"  # an explicit choice wins

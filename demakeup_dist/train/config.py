@@ -76,9 +76,15 @@ class TrainConfig:
     """Val images shown in the input | target | prediction panel at each improvement."""
 
     wandb: str = "auto"
-    """auto = $WANDB_MODE if set, else online when WANDB_API_KEY is set, else offline (RUN_DIR/wandb)."""
-    wandb_project: str = "demakeup"
+    """auto = $WANDB_MODE if set, else online when wandb has credentials (WANDB_API_KEY or `wandb login`),
+    else offline (files in RUN_DIR/wandb; the run's end prints the `wandb sync` command)."""
+    wandb_project: str | None = None
+    """None = $WANDB_PROJECT, else "demakeup"."""
     wandb_entity: str | None = None
+    """None = $WANDB_ENTITY, else your wandb default entity."""
+    wandb_group: str | None = None
+    """Runs compared side by side, e.g. the models of one `demakeup experiment` (it sets this)."""
+    wandb_tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -107,14 +113,6 @@ class TrainConfig:
             return self.num_workers
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         return max(1, min(8, cores // max(local_processes, 1) - 1))
-
-    def resolved_wandb_mode(self) -> str:
-        if self.wandb != "auto":
-            return self.wandb
-        env = os.environ.get("WANDB_MODE", "")
-        if env in WANDB_MODES[1:]:
-            return env
-        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

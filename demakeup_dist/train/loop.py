@@ -99,8 +99,7 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     input_dtype = torch.bfloat16 if deepspeed and precision == "bf16" else None
     weights = {"demakeup": config.demakeup_loss_weight, "sr": config.sr_loss_weight}
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-    tracker = RunTracker(run_dir, config.to_dict(), config.resolved_wandb_mode(), config.wandb_project,
-                         config.wandb_entity, is_main, restarts)
+    tracker = RunTracker(run_dir, config, is_main, restarts)
     stop = StopRequest(run_dir)
     meter = Throughput()
     workers = config.resolved_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

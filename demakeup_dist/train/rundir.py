@@ -15,7 +15,7 @@ RESUME_MODES = ("auto", "latest")
 # Fields that only change how a run is executed or reported, not what it computes.
 RESUME_MAY_CHANGE = {
     "num_workers", "eval_every", "save_every_steps", "keep_checkpoints", "log_every", "stop_check_every",
-    "sample_panels", "wandb", "wandb_project", "wandb_entity", "compile", "precision", "strategy", "zero",
+    "sample_panels", "wandb", "wandb_project", "wandb_entity", "wandb_group", "wandb_tags", "compile", "precision", "strategy", "zero",
     "grad_checkpointing", "channels_last",
 }
 

@@ -2,11 +2,13 @@
 
 The wandb run id lives in `RUN_DIR/wandb_id.txt`, so a resumed or requeued job continues the same
 dashboard run. `offline` writes wandb's files under `RUN_DIR/wandb/` with no network; `disabled`
-writes nothing. No secret is written anywhere: wandb reads WANDB_API_KEY from the environment.
+writes nothing. No secret is written anywhere: wandb finds its credentials itself (WANDB_API_KEY,
+the netrc of `wandb login`, its settings files).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -15,9 +17,13 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from demakeup_dist.train.config import TrainConfig
 
 log = logging.getLogger("demakeup")
+DEFAULT_WANDB_PROJECT = "demakeup"
 
 
 def setup_logging(run_dir: Path | None, is_main: bool) -> None:
@@ -46,28 +52,57 @@ def read_status(run_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+@functools.cache
+def wandb_has_credentials() -> bool:
+    """Whether wandb finds an API key (environment, settings file or netrc), asking no one and no server."""
+    import wandb
+
+    # Silent: otherwise login asks the server whom the key belongs to, just to print it (seconds offline).
+    wandb.setup(wandb.Settings(silent=True))
+    return wandb.login(prompt=False, verify=False)
+
+
+def wandb_mode(configured: str) -> str:
+    """The mode a run with `wandb: configured` uses (see TrainConfig.wandb)."""
+    if configured != "auto":
+        return configured
+    env = os.environ.get("WANDB_MODE", "")
+    if env in ("online", "offline", "disabled"):
+        return env
+    return "online" if wandb_has_credentials() else "offline"
+
+
+def check_wandb(configured: str) -> None:
+    """Refuse, before any training, an online run wandb cannot log in for."""
+    if wandb_mode(configured) == "online" and not wandb_has_credentials():
+        raise ValueError("wandb online: no W&B credentials; run `wandb login` or set WANDB_API_KEY, "
+                         "or use --wandb offline (then `wandb sync` the run dir later)")
+
+
 class RunTracker:
     """Rank 0's reporting. Every method is a no-op on other ranks."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], mode: str, project: str, entity: str | None,
-                 is_main: bool, restarts: int):
+    def __init__(self, run_dir: Path, config: TrainConfig, is_main: bool, restarts: int):
         self.run_dir = Path(run_dir)
         self.is_main = is_main
         self.restarts = restarts
         self.wandb_run = None
         self.status: dict[str, Any] = {}
-        if is_main and mode != "disabled":
-            self.wandb_run = self._init_wandb(config, mode, project, entity)
+        mode = wandb_mode(config.wandb) if is_main else "disabled"
+        if mode != "disabled":
+            self.wandb_run = self._init_wandb(config, mode)
 
-    def _init_wandb(self, config, mode, project, entity):
+    def _init_wandb(self, config: TrainConfig, mode: str):
         import wandb
 
         id_file = self.run_dir / "wandb_id.txt"
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
         id_file.write_text(run_id + "\n")
         run = wandb.init(
-            project=project, entity=entity, id=run_id, resume="allow", mode=mode, dir=str(self.run_dir),
-            name=self.run_dir.name, config=config, settings=wandb.Settings(console="off", silent=True),
+            project=config.wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT,
+            entity=config.wandb_entity or os.environ.get("WANDB_ENTITY"), group=config.wandb_group,
+            tags=config.wandb_tags or None, id=run_id, resume="allow", mode=mode, dir=str(self.run_dir),
+            name=self.run_dir.name, config=config.to_dict(), settings=wandb.Settings(console="off", silent=True),
         )
         log.info("wandb %s run %s (%s)", mode, run_id, run.url if mode == "online" else self.run_dir / "wandb")
         return run
@@ -100,8 +135,11 @@ class RunTracker:
         if self.wandb_run is not None:
             if summary:
                 self.wandb_run.summary.update({f"test/{k}": v for k, v in summary.items()})
+            offline, sync_dir = self.wandb_run.offline, self.wandb_run.sync_dir
             self.wandb_run.finish()
             self.wandb_run = None
+            if offline:
+                log.info("wandb: offline run saved; upload it with: wandb sync %s", sync_dir)
 
 
 class Throughput:
