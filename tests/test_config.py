@@ -89,6 +89,7 @@ def test_train_cli_set_is_recorded_and_builds_that_network(tiny_shards, tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
+    assert "Setting accelerator to CPU" not in done.stdout + done.stderr  # DeepSpeed is imported for --strategy deepspeed only
     recorded = yaml.safe_load((run / "config.yaml").read_text())
     assert recorded["model_args"] == {"base_channels": 4, "residual": True} and recorded["weight_decay"] == 0.0
     assert read_info(run / "best.safetensors").model_args["residual"] is True

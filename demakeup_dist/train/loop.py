@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate.utils import DistributedType
+from torch.nn.parallel import DistributedDataParallel
 
 from demakeup_dist.data import loader
 from demakeup_dist.data.shards import load_manifest
@@ -240,8 +242,14 @@ def evaluate_best(config, run_dir, accelerator, test_batches, tasks, reduce_sum,
 
 
 def _weights(accelerator, model) -> dict[str, torch.Tensor]:
-    """Plain state dict (gathers ZeRO-3 shards; strips torch.compile's prefix)."""
-    state = accelerator.get_state_dict(model)
+    """Plain state dict (gathers ZeRO-3 shards; strips torch.compile's prefix).
+
+    Only DeepSpeed goes through accelerate's unwrap_model: it imports DeepSpeed whenever it is installed,
+    whose accelerator probe warns on every CPU run."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        state = accelerator.get_state_dict(model)
+    else:
+        state = (model.module if isinstance(model, DistributedDataParallel) else model).state_dict()
     return {k.replace("_orig_mod.", ""): v for k, v in state.items()}
 
 
