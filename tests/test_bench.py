@@ -90,21 +90,23 @@ def test_auto_norm_is_native_eagerly_and_reductions_when_compiled(monkeypatch: p
 # ---- choosing formulations -------------------------------------------------------------------
 
 
-def test_implementation_sets_defaults_for_modules_built_inside(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DEMAKEUP_NORM", raising=False)
+def test_implementation_sets_defaults_for_modules_built_inside() -> None:
     assert default_impl("norm") == "auto"
     with implementation(norm="reductions", sr_head="layered"):
         model = build_model("p4")
     assert {m.impl for m in model.modules() if isinstance(m, InstanceNorm2d)} == {"reductions"}
     assert default_impl("norm") == "auto" and default_impl("sr_head") == "composed"  # restored
-    monkeypatch.setenv("DEMAKEUP_NORM", "native")
-    assert InstanceNorm2d(3).impl == "native"
 
 
-def test_bad_formulation_names_raise(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DEMAKEUP_SR_HEAD", "fast")
-    with pytest.raises(ValueError, match="DEMAKEUP_SR_HEAD='fast': choose one of composed, layered"):
-        SRHead(16)
+def test_environment_does_not_choose_formulations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's numerics come from its recorded config and the code, never from unrecorded variables."""
+    for variable, value in (("DEMAKEUP_NORM", "native"), ("DEMAKEUP_SR_HEAD", "layered"),
+                            ("DEMAKEUP_INPUT_CONV", "padded")):
+        monkeypatch.setenv(variable, value)
+    assert (InstanceNorm2d(3).impl, SRHead(16).impl, InputConv2d(3, 8, 3).impl) == ("auto", "composed", "plain")
+
+
+def test_bad_formulation_names_raise() -> None:
     with pytest.raises(ValueError, match="norm='fused'"), implementation(norm="fused"):
         pass
     with pytest.raises(ValueError, match="impl='x'"):

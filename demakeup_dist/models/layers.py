@@ -12,14 +12,14 @@ the numbers):
     input_conv   InputConv2d     auto, padded, plain
 
 A module takes its formulation when it is built: its ``impl`` argument, else the defaults that
-``implementation(...)`` sets, else the environment variable DEMAKEUP_<BLOCK> (DEMAKEUP_NORM, ...),
-else the first choice. Parameters and state dicts are the same whatever the formulation.
+``implementation(...)`` sets (the benchmark's way of comparing them), else the first choice. Nothing
+outside the code chooses one: no environment variable changes a run's numerics without a record.
+Parameters and state dicts are the same whatever the formulation.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -36,23 +36,13 @@ NORM_IMPLS = ("auto", "native", "reductions")
 SR_HEAD_IMPLS = ("composed", "layered")
 # Default plain: on an H200 the padded form measured 1-2% slower (docs/performance.md), no win.
 INPUT_CONV_IMPLS = ("plain", "auto", "padded")
-_ENV = {"norm": ("DEMAKEUP_NORM", NORM_IMPLS), "sr_head": ("DEMAKEUP_SR_HEAD", SR_HEAD_IMPLS),
-        "input_conv": ("DEMAKEUP_INPUT_CONV", INPUT_CONV_IMPLS)}
+_CHOICES = {"norm": NORM_IMPLS, "sr_head": SR_HEAD_IMPLS, "input_conv": INPUT_CONV_IMPLS}
 _overrides: dict[str, str] = {}
 
 
 def default_impl(block: str) -> str:
-    """The formulation a new ``block`` ("norm", "sr_head", "input_conv") takes: see the module docstring.
-
-    Raises ValueError naming the environment variable when it holds an unknown value.
-    """
-    variable, choices = _ENV[block]
-    if block in _overrides:
-        return _overrides[block]
-    value = os.environ.get(variable, choices[0])
-    if value not in choices:
-        raise ValueError(f"{variable}={value!r}: choose one of {', '.join(choices)} (or unset it)")
-    return value
+    """The formulation a new ``block`` ("norm", "sr_head", "input_conv") takes: see the module docstring."""
+    return _overrides.get(block, _CHOICES[block][0])
 
 
 @contextlib.contextmanager
@@ -61,8 +51,8 @@ def implementation(*, norm: str | None = None, sr_head: str | None = None,
     """Modules built inside the ``with`` take these formulations (None: keep the current default)."""
     chosen = {k: v for k, v in (("norm", norm), ("sr_head", sr_head), ("input_conv", input_conv)) if v is not None}
     for block, value in chosen.items():
-        if value not in _ENV[block][1]:
-            raise ValueError(f"{block}={value!r}: choose one of {', '.join(_ENV[block][1])}")
+        if value not in _CHOICES[block]:
+            raise ValueError(f"{block}={value!r}: choose one of {', '.join(_CHOICES[block])}")
     saved = dict(_overrides)
     _overrides.update(chosen)
     try:
