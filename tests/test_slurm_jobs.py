@@ -141,7 +141,8 @@ def demakeup(cluster: SlurmCluster, *args: str, cwd: Path) -> subprocess.Complet
 @pytest.fixture(scope="module")
 def jobs(cluster, shards, fast_config, tmp_path_factory):
     """Four Slurm jobs side by side, and the same training run here with --local:
-    A undisturbed; B gets USR1 mid-run (to the batch shell, as Slurm does before the time limit);
+    A undisturbed; B gets USR1 mid-run (to the batch shell, as Slurm does before the time limit) and logs
+    to wandb offline;
     C the same with --max-restarts 0, then is resubmitted with --resume; D is stopped by
     `demakeup cancel`; L is A without Slurm. Returns what the tests check."""
     runs = tmp_path_factory.mktemp("runs")
@@ -150,7 +151,7 @@ def jobs(cluster, shards, fast_config, tmp_path_factory):
     b, c, d, local = runs / "B", runs / "C", runs / "D", runs / "L"
     ids = {
         "A": job_id(submit(cluster, a, shards, fast_config, *TRAIN, env={"WANDB_API_KEY": "secret-key-123"})),
-        "B": job_id(submit(cluster, b, shards, fast_config, *TRAIN)),
+        "B": job_id(submit(cluster, b, shards, fast_config, *TRAIN, "--wandb", "offline")),
         "C": job_id(submit(cluster, c, shards, fast_config, "--max-restarts", "0", *TRAIN)),
         "D": job_id(submit(cluster, d, shards, fast_config, *TRAIN)),
     }
@@ -220,6 +221,21 @@ def test_preempted_job_requeues_and_ends_like_an_uninterrupted_one(jobs):
     assert not weights_equal(a / "model.safetensors", b / "model.safetensors")
     assert not weights_equal(a / "best.safetensors", b / "best.safetensors")
     assert not (b / "STOP").exists()
+
+
+def test_requeued_job_continues_its_wandb_run(jobs):
+    """wandb cannot resume an offline run in place: each start writes its own offline-run-* folder, all
+    under the run's one id, and prints the command that uploads it."""
+    b, log = jobs["b"], log_of(jobs["b"], jobs["ids"]["B"])
+    run_id = (b / "wandb_id.txt").read_text().strip()
+    segments = sorted(p.name for p in (b / "wandb").glob("offline-run-*"))
+    assert len(segments) == 2 and all(name.endswith(f"-{run_id}") for name in segments), segments
+    synced = re.findall(r"upload it with: wandb sync (\S+)", log)
+    assert [Path(p).name for p in synced] == segments
+    # steps continue: the restart logs (to wandb as to the log) from the checkpoint's step on, not from 0
+    before, after = log.split(f"demakeup: job {jobs['ids']['B']} restart 1 on")
+    steps = [[int(m) for m in re.findall(r"epoch \d/2 step (\d+)/8", part)] for part in (before, after)]
+    assert steps[0] and steps[1][0] > steps[0][-1] and steps[1] == list(range(steps[1][0], 9)), steps
 
 
 def test_status_while_waiting_to_restart(jobs):

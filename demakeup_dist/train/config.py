@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from demakeup_dist.train.typed import convert, describe, like
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STRATEGIES = ("ddp", "deepspeed")
@@ -120,73 +121,13 @@ class TrainConfig:
         return data
 
 
-_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
-
-
-def _convert(value: Any, kind: Any) -> Any:
-    """`value` as type `kind` (a field annotation), or TypeError/ValueError."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(value, inner)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise TypeError
-        return tuple(_convert(v, a) for v, a in zip(value, args))
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise TypeError
-        return [_convert(v, args[0]) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise TypeError
-        return dict(value)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
-        raise TypeError
-    if kind in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise TypeError
-        if kind is float:
-            return float(value)
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return int(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise TypeError
-        return value
-    return value
-
-
-_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-
-
-def _describe(kind: Any) -> str:
-    args = [a for a in typing.get_args(kind) if a is not type(None)]
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        return f"{_describe(args[0])} or null"
-    if typing.get_origin(kind) is tuple:
-        return f"a list of {len(args)} values, each {_describe(args[0])}"
-    if typing.get_origin(kind) is list:
-        return f"a list of values, each {_describe(args[0])}"
-    if typing.get_origin(kind) is dict:
-        return "a mapping of keys to values"
-    return _TYPE_WORDS.get(kind, str(kind))
-
-
 def coerce(key: str, value: Any) -> Any:
     """`value` converted to the type of TrainConfig field `key`; ValueError naming both otherwise."""
     kind = _FIELD_TYPES[key]
     try:
-        return _convert(value, kind)
+        return convert(value, kind)
     except (TypeError, ValueError):
-        raise ValueError(f"{key}: expected {_describe(kind)}, got {value!r}") from None
+        raise ValueError(f"{key}: expected {describe(kind)}, got {value!r}") from None
 
 
 def model_args_for(model: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -197,21 +138,7 @@ def model_args_for(model: str, args: dict[str, Any]) -> dict[str, Any]:
     if unknown := sorted(set(args) - set(options)):
         valid = ", ".join(f"{k} (default {v!r})" for k, v in options.items())
         raise ValueError(f"model_args: {model} has no option(s) {', '.join(unknown)}; valid: {valid}")
-    return {key: _like(f"model_args.{key}", value, options[key]) for key, value in args.items()}
-
-
-def _like(key: str, value: Any, default: Any) -> Any:
-    """`value` as the type of `default` (any list for a sequence, anything for None)."""
-    if default is None:
-        return value
-    if isinstance(default, (list, tuple)):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
-        return list(value)
-    try:
-        return _convert(value, type(default))
-    except (TypeError, ValueError):
-        raise ValueError(f"{key}: expected {_describe(type(default))}, got {value!r}") from None
+    return {key: like(f"model_args.{key}", value, options[key]) for key, value in args.items()}
 
 
 def _check_keys(data: dict[str, Any], source: str) -> None:
