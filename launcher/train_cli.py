@@ -72,15 +72,14 @@ def train(
     from demakeup_dist.train.distributed import check_strategy, launched, relaunch_command
     from demakeup_dist.train.tracking import check_wandb
 
-    deepspeed = strategy == Strategy.deepspeed
     with user_errors():
-        check_strategy(strategy.value if strategy else "ddp")
         cfg = _resolve_config(model, config, run_dir, resume, parse_sets(sets or []), _config_overrides(ctx.params))
+        check_strategy(cfg.strategy)
         if os.environ.get("RANK", "0") == "0":  # the rank that logs to wandb
             check_wandb(cfg.wandb)
+    deepspeed = cfg.strategy == "deepspeed"
     if (nproc > 1 or deepspeed) and not launched():
-        cmd, env = relaunch_command(nproc, (precision or Precision.auto).value, sys.argv[1:],
-                                    zero=(zero or 2) if deepspeed else None)
+        cmd, env = relaunch_command(nproc, cfg.precision, sys.argv[1:], zero=cfg.zero if deepspeed else None)
         raise typer.Exit(subprocess.call(cmd, env={**os.environ, **env}))
 
     from demakeup_dist.train.loop import NonFiniteLoss, train as run_training
