@@ -345,4 +345,4 @@ def test_bench_command_fails_when_a_case_fails() -> None:
 
 
 def test_layers_module_lists_every_formulation() -> None:
-    assert set(layers._ENV) == {"norm", "sr_head", "input_conv"}
+    assert set(layers._CHOICES) == {"norm", "sr_head", "input_conv"}
