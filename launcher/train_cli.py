@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from demakeup_dist.train.config import DATA_CACHES
 from launcher.errors import user_errors
 
 
@@ -25,6 +26,9 @@ class Precision(str, Enum):
 class Strategy(str, Enum):
     ddp = "ddp"
     deepspeed = "deepspeed"
+
+
+DataCache = Enum("DataCache", {mode: mode for mode in DATA_CACHES}, type=str)
 
 
 class WandbMode(str, Enum):
@@ -47,14 +51,21 @@ def train(
     zero: Optional[int] = typer.Option(None, help="DeepSpeed ZeRO stage 1, 2 or 3."),
     grad_checkpointing: Optional[bool] = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing",
                                                       help="Recompute the 896x896 SR head in backward (less memory)."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile",
+                                           help="torch.compile the train step (network + loss in one graph)."),
+    compile_mode: Optional[str] = typer.Option(None, help="torch.compile mode: default, reduce-overhead (CUDA "
+                                                          "graphs), max-autotune, max-autotune-no-cudagraphs."),
+    data_cache: Optional[DataCache] = typer.Option(
+        None, help="Where the decoded images live: device (GPU memory), host (memory shared by the node's "
+                   "processes), off (decode from the shards every epoch), auto (device if they fit in half the "
+                   "GPU's free memory, else host if they fit in half the available RAM, else off)."),
     seed: Optional[int] = typer.Option(None, help="Seed for weights and data order (brief: 25)."),
     resume: Optional[str] = typer.Option(None, help="auto (resume if a checkpoint exists), latest (must exist) or a checkpoint dir."),
     nproc: int = typer.Option(1, help="Local processes (GPUs, or CPU processes over gloo). Ignored inside `accelerate launch`."),
     wandb: Optional[WandbMode] = typer.Option(None, help="auto = online if WANDB_API_KEY is set, else offline files in the run dir."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate on val every N epochs."),
     save_every_steps: Optional[int] = typer.Option(None, help="Also checkpoint every N steps (0 = epoch ends only)."),
-    num_workers: Optional[int] = typer.Option(None, help="Data-loading worker processes per training process."),
+    num_workers: Optional[int] = typer.Option(None, help="Decoding processes per training process."),
 ) -> None:
     """Train a network on shards with the brief's recipe (AdamW, warm-up + linear decay, MSE x 100).
 
@@ -77,7 +88,7 @@ def train(
         cfg = _resolve_config(model, config, run_dir, resume, dict(
             epochs=epochs, batch_size=batch_size, lr=lr, precision=precision and precision.value,
             strategy=strategy and strategy.value, zero=zero, grad_checkpointing=grad_checkpointing,
-            compile=compile, seed=seed, wandb=wandb and wandb.value, eval_every=eval_every,
+            compile=compile, compile_mode=compile_mode, data_cache=data_cache and data_cache.value, seed=seed, wandb=wandb and wandb.value, eval_every=eval_every,
             save_every_steps=save_every_steps, num_workers=num_workers))
         run_dir = run_dir or Path("runs") / f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
         try:

@@ -130,16 +130,16 @@ def test_loss_decreases(model, shards, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(shards, tmp_path, monkeypatch):
-    import demakeup_dist.train.loop as loop
+    import demakeup_dist.train.step as step
 
-    real, calls = loop.restoration_loss, {"n": 0}
+    real, calls = step.restoration_loss, {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         total, terms = real(*args, **kwargs)
         return (total * float("nan") if calls["n"] == 3 else total), terms
 
-    monkeypatch.setattr(loop, "restoration_loss", poisoned)
+    monkeypatch.setattr(step, "restoration_loss", poisoned)
     run_dir = tmp_path / "run"
     with pytest.raises(NonFiniteLoss, match="at step 3"):
         train(tiny("p1", save_every_steps=1), shards, run_dir)
