@@ -135,3 +135,22 @@ def test_bench_data_reports_bytes_read_per_rank(shards):
     assert ranks["world_size"] == 2 and len(ranks["bytes"]) == 2
     assert 0 < ranks["max_over_share"] <= 1.2
     assert set(result["read_samples_per_s_per_worker"]) == {"without_hr", "with_hr"}
+
+
+def test_deferred_hr_decoding_gives_the_same_batches(shards):
+    """The nvJPEG plumbing, with a CPU stand-in for the decoder: workers pass the HR JPEG bytes on,
+    the feed decodes them into their rows (flipped as planned); PNG members stay with the workers."""
+    from demakeup_dist.data.codec import decode_rgb
+
+    calls = []
+
+    def cpu_decoder(data):
+        calls.append(len(data))
+        return [torch.from_numpy(decode_rgb(t.numpy().tobytes(), "jpg")).permute(2, 0, 1) for t in data]
+
+    plain, deferred = make(shards, "off"), make(shards, "off", hr_decoder=cpu_decoder)
+    assert "HR JPEGs decoded on the GPU" in deferred.describe()
+    assert "HR decoded by the CPU workers (no CUDA device)" in plain.describe()
+    assert_same(list(plain.train(seed=3, epoch=1)), list(deferred.train(seed=3, epoch=1)))
+    assert_same(list(plain.eval("val")), list(deferred.eval("val")))
+    assert calls and sum(calls) < 13 + 5  # the fixture alternates JPEG and PNG: only the JPEGs deferred

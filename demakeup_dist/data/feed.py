@@ -5,7 +5,8 @@ picks the data path:
 
 - resident ("device" or "host"): every split decoded once (data/resident.py), batches gathered by
   index; on the GPU itself ("device") or in node-shared host memory ("host", copied per batch);
-- streaming ("off"): each epoch read by byte range and decoded by DataLoader workers (data/loader.py).
+- streaming ("off"): each epoch read by byte range and decoded by DataLoader workers (data/loader.py);
+  the HR JPEGs on the GPU with nvJPEG where torchvision imports (data/gpu_decode.py).
 
 `auto` takes "device" when the decoded train + val + test fit in DEVICE_SHARE of the GPU's free memory,
 else "host" when they fit in HOST_SHARE of the node's available memory, else "off"; the log line says
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 
 from demakeup_dist.data import loader
+from demakeup_dist.data.gpu_decode import Decoder, finish, gpu_jpeg_decoder
 from demakeup_dist.data.resident import Resident, decode_split, layout, store_bytes, store_dir
 from demakeup_dist.data.shardset import ShardSet
 from demakeup_dist.train.config import DATA_CACHES as CACHE_MODES
@@ -75,13 +77,16 @@ class DataFeed:
 
     `barrier()` synchronises the processes (accelerate's wait_for_everyone); `agree(bad)` returns
     whether any process passed True (a collective). `token` names this run's store in /dev/shm, so
-    two runs on one node never share one. Use as a context manager, or call `close()`.
+    two runs on one node never share one. `hr_decoder` decodes the streamed HR JPEGs in this process
+    (default: nvJPEG on a CUDA device when torchvision imports, else the workers decode them).
+    Use as a context manager, or call `close()`.
     """
 
     def __init__(self, shards: Path | ShardSet, *, with_hr: bool, batch_size: int, device: torch.device | str,
                  cache: str = "auto", rank: int = 0, world_size: int = 1, local_rank: int = 0,
                  num_workers: int = 2, barrier: Callable[[], None] = lambda: None,
-                 agree: Callable[[bool], bool] = bool, token: str | None = None, progress: bool = True):
+                 agree: Callable[[bool], bool] = bool, token: str | None = None, progress: bool = True,
+                 hr_decoder: Decoder | None = None):
         self.shards = ShardSet.open(shards)
         self.with_hr, self.batch_size, self.device = with_hr, batch_size, torch.device(device)
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
@@ -92,8 +97,11 @@ class DataFeed:
         need = sum(self.shards.decoded_bytes(split, with_hr) for split in SPLITS)
         self.placement, self.why = choose_cache(cache, need, self.device)
         self.resident: dict[str, Resident] = {}
+        self.hr_decoder, self.no_gpu_decode = None, "HR not read"
         if self.placement != "off":
             self._load_resident(local_rank, barrier, agree, token or str(os.getpid()), progress)
+        elif with_hr:
+            self.hr_decoder, self.no_gpu_decode = (hr_decoder, "") if hr_decoder else gpu_jpeg_decoder(self.device)
 
     def _load_resident(self, local_rank: int, barrier: Callable[[], None], agree: Callable[[bool], bool],
                        token: str, progress: bool) -> None:
@@ -131,7 +139,10 @@ class DataFeed:
 
     def describe(self) -> str:
         if self.placement == "off":
-            return f"data: streaming from {self.shards.root} with {self.num_workers} worker(s) per process: {self.why}"
+            hr = "HR JPEGs decoded on the GPU (nvJPEG)" if self.hr_decoder else \
+                f"HR decoded by the CPU workers ({self.no_gpu_decode})"
+            return (f"data: streaming from {self.shards.root} with {self.num_workers} worker(s) per process, {hr}: "
+                    f"{self.why}")
         where = "on the GPU" if self.placement == "device" else "in shared host memory"
         return f"data: decoded once and resident {where}: {self.why}"
 
@@ -153,9 +164,10 @@ class DataFeed:
             # From host memory to a GPU, gather the next batches while the GPU runs this step.
             return _prefetch(batches) if self.placement == "host" and self.device.type == "cuda" else batches
         streamed = loader.stream(self.shards, split, plan, with_hr=self.with_hr, num_workers=self.num_workers,
-                                 uint8=True)
-        return ({k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
-                for b in streamed)
+                                 uint8=True, defer=("hr",) if self.hr_decoder else ())
+        moved = ({k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in b.items()}
+                 for b in streamed)
+        return (finish(b, self.hr_decoder) for b in moved) if self.hr_decoder else moved
 
     def close(self) -> None:
         self.resident.clear()

@@ -105,8 +105,13 @@ def eval_batches(shards: Shards, split: str, *, batch_size: int, with_hr: bool, 
 
 
 def stream(shards: ShardSet, split: str, plan: list[Batch], *, with_hr: bool, num_workers: int,
-           uint8: bool = False) -> Iterator[dict]:
-    """The batches of `plan`, read by byte range and decoded by `num_workers` DataLoader workers."""
+           uint8: bool = False, defer: tuple[str, ...] = ()) -> Iterator[dict]:
+    """The batches of `plan`, read by byte range and decoded by `num_workers` DataLoader workers.
+
+    JPEG members of the roles in `defer` (uint8 only) are left undecoded for the GPU: their rows stay
+    zero and `batch["deferred"][role]` = (rows, flips, 1-D uint8 JPEG bytes); `gpu_decode.finish`
+    fills them in.
+    """
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     data = shards.split(split, with_hr)
@@ -114,7 +119,9 @@ def stream(shards: ShardSet, split: str, plan: list[Batch], *, with_hr: bool, nu
         return iter(())
     sizes = {"makeup": shards.image_size, "non_makeup": shards.image_size, "hr": shards.hr_size}
     roles = ROLES[:3 if with_hr else 2]
-    source = _BatchStream(data, shards.member_index(split), plan, {r: sizes[r] for r in roles}, uint8)
+    if defer and not uint8:
+        raise ValueError("deferred (GPU) decoding needs uint8 batches")
+    source = _BatchStream(data, shards.member_index(split), plan, {r: sizes[r] for r in roles}, uint8, defer)
     # batch_size=None: the dataset yields whole batches. A worker without batches is never started
     # (min), so no worker can fail with "no samples" on a tiny split.
     return iter(DataLoader(source, batch_size=None, num_workers=min(num_workers, len(plan)),
@@ -176,8 +183,10 @@ def decode_member(data: bytes, png: bool, want: int, where: Callable[[], str]) -
 class _BatchStream(IterableDataset):
     """Yields the planned batches, in order, decoded; in worker w of n only batches w, w+n, ..."""
 
-    def __init__(self, split: Split, index: MemberIndex, plan: list[Batch], sizes: dict[str, int], uint8: bool):
+    def __init__(self, split: Split, index: MemberIndex, plan: list[Batch], sizes: dict[str, int], uint8: bool,
+                 defer: tuple[str, ...]):
         self.split, self.index, self.plan, self.sizes, self.uint8 = split, index, plan, sizes, uint8
+        self.defer = defer
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -204,15 +213,24 @@ class _BatchStream(IterableDataset):
     def _batch(self, indices: np.ndarray, flips: np.ndarray, files: dict[int, int]) -> dict:
         batch: dict = {"read_bytes": 0}
         for column, (role, want) in enumerate(self.sizes.items()):  # ROLES order: column of MEMBERS and png
-            images = torch.empty((len(indices), 3, want, want), dtype=torch.uint8)
-            for image, index, flip in zip(images, indices.tolist(), flips.tolist()):
+            images = torch.zeros((len(indices), 3, want, want), dtype=torch.uint8)
+            deferred: tuple[list, list, list] = ([], [], [])
+            for row, (image, index, flip) in enumerate(zip(images, indices.tolist(), flips.tolist())):
                 data = self._read(index, column, files)
                 batch["read_bytes"] += len(data)
-                pixels = decode_member(data, bool(self.index.png[index, column]), want,
+                png = bool(self.index.png[index, column])
+                if role in self.defer and not png:
+                    for values, value in zip(deferred, (row, flip, torch.frombuffer(bytearray(data), dtype=torch.uint8))):
+                        values.append(value)
+                    continue
+                pixels = decode_member(data, png, want,
                                        lambda: f"{self.split.paths[self.index.shard[index]]}: sample {index:06d} {role}")
                 # torch's flip is ~4x faster than a numpy [:, ::-1] copy.
                 image.copy_(pixels.flip(-1) if flip else pixels)
             batch[role] = images if self.uint8 else unit_float(images)
+            if deferred[0]:
+                rows, row_flips, jpegs = deferred
+                batch.setdefault("deferred", {})[role] = (torch.tensor(rows), torch.tensor(row_flips), jpegs)
         names = [self._read(index, MEMBERS.index("name"), files) for index in indices.tolist()]
         batch["read_bytes"] += sum(map(len, names))
         batch["name"] = [name.decode("utf-8") for name in names]
