@@ -154,3 +154,12 @@ def test_deferred_hr_decoding_gives_the_same_batches(shards):
     assert_same(list(plain.train(seed=3, epoch=1)), list(deferred.train(seed=3, epoch=1)))
     assert_same(list(plain.eval("val")), list(deferred.eval("val")))
     assert calls and sum(calls) < 13 + 5  # the fixture alternates JPEG and PNG: only the JPEGs deferred
+
+
+def test_a_killed_runs_leftover_store_is_removed(shards, store):
+    leftover = store / "demakeup-0123456789ab-run1-train-hr.u8.tmp-999"
+    leftover.write_bytes(b"half a store")
+    other_run = store / "demakeup-0123456789ab-run2-train-hr.u8"
+    other_run.write_bytes(b"someone else's")
+    make(shards, "host", token="run1")
+    assert not leftover.exists() and other_run.exists()

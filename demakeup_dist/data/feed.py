@@ -112,6 +112,9 @@ class DataFeed:
                                  f"{'hr' if self.with_hr else 'lr'}.u8" for split in SPLITS}
         failed: BaseException | None = None
         if local_rank == 0:
+            # What a killed earlier attempt of this run left (a store, or a half-written one) is RAM in /dev/shm.
+            for stale in folder.glob(f"demakeup-*-{token}-*"):
+                stale.unlink(missing_ok=True)
             try:
                 for split in SPLITS:
                     decode_split(self.shards, split, self.with_hr, paths[split], workers=max(1, self.num_workers),
