@@ -117,8 +117,9 @@ class DataFeed:
                 stale.unlink(missing_ok=True)
             try:
                 for split in SPLITS:
-                    decode_split(self.shards, split, self.with_hr, paths[split], workers=max(1, self.num_workers),
-                                 progress=progress)
+                    # Every core of the node: its other processes only wait for this store.
+                    decode_split(self.shards, split, self.with_hr, paths[split],
+                                 workers=None if self.num_workers else 1, progress=progress)
             except Exception as exc:  # the other processes must not wait for a store that never comes
                 failed = exc
         barrier()
