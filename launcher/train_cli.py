@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from demakeup_dist.train.config import DATA_CACHES
+from demakeup_dist.train.config import COMPILE_MODES, DATA_CACHES
 from launcher.errors import user_errors
 
 
@@ -29,6 +29,7 @@ class Strategy(str, Enum):
 
 
 DataCache = Enum("DataCache", {mode: mode for mode in DATA_CACHES}, type=str)
+CompileMode = Enum("CompileMode", {mode: mode for mode in COMPILE_MODES}, type=str)
 
 
 class WandbMode(str, Enum):
@@ -53,8 +54,7 @@ def train(
                                                       help="Recompute the 896x896 SR head in backward (less memory)."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile",
                                            help="torch.compile the train step (network + loss in one graph)."),
-    compile_mode: Optional[str] = typer.Option(None, help="torch.compile mode: default, reduce-overhead (CUDA "
-                                                          "graphs), max-autotune, max-autotune-no-cudagraphs."),
+    compile_mode: Optional[CompileMode] = typer.Option(None, help="torch.compile mode (reduce-overhead: CUDA graphs)."),
     data_cache: Optional[DataCache] = typer.Option(
         None, help="Where the decoded images live: device (GPU memory), host (memory shared by the node's "
                    "processes), off (decode from the shards every epoch), auto (device if they fit in half the "
@@ -88,7 +88,7 @@ def train(
         cfg = _resolve_config(model, config, run_dir, resume, dict(
             epochs=epochs, batch_size=batch_size, lr=lr, precision=precision and precision.value,
             strategy=strategy and strategy.value, zero=zero, grad_checkpointing=grad_checkpointing,
-            compile=compile, compile_mode=compile_mode, data_cache=data_cache and data_cache.value, seed=seed, wandb=wandb and wandb.value, eval_every=eval_every,
+            compile=compile, compile_mode=compile_mode and compile_mode.value, data_cache=data_cache and data_cache.value, seed=seed, wandb=wandb and wandb.value, eval_every=eval_every,
             save_every_steps=save_every_steps, num_workers=num_workers))
         run_dir = run_dir or Path("runs") / f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
         try:
