@@ -1,13 +1,14 @@
 """`demakeup bench`: train-step throughput of the networks, timed against a straightforward reference.
 
-A train step is what train/loop.py runs: forward, the brief's loss (`recipe.restoration_loss`),
-backward, clip to norm 1, AdamW (`recipe.make_optimizer`, fused on CUDA), LR schedule; bf16
-autocast and channels_last on CUDA. Batches are either synthetic tensors already on the device
-("memory" feed) or real shards read by `loader.train_batches(uint8=True)` ("shards" feed), whose
-rate against the memory feed shows what the input pipeline costs. Each (model, variant) is built,
-warmed up (that is when torch.compile compiles) and timed over `steps` steps, wall clock between
-two device synchronisations. The reference (models/reference_arch.py) runs the same way in the
-same process, so "x ref" compares like with like.
+A step is the training loop's own (train/step.py: network + loss in one module, uint8 batches turned
+into floats inside it, backward, clip to norm 1, AdamW fused on CUDA, LR schedule, through an
+accelerator with the run's precision; channels_last on CUDA). Batches are either synthetic uint8
+tensors already on the device ("memory" feed) or real shards through the training loop's data feed
+(data/feed.py, with `data_cache` as `demakeup train --data-cache`: "shards" feed), whose rate against
+the memory feed shows what the input pipeline costs. Each (model, variant) is built, warmed up (that
+is when torch.compile compiles) and timed over `steps` steps, wall clock between two device
+synchronisations. The reference network (models/reference_arch.py) runs through the same step in the
+same process, so "x ref" compares networks like with like.
 """
 
 from __future__ import annotations
@@ -26,39 +27,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from demakeup_dist.data import loader
+from demakeup_dist.data.feed import DataFeed
 from demakeup_dist.models import build_model
 from demakeup_dist.models.layers import implementation
 from demakeup_dist.models.reference_arch import build_reference
 from demakeup_dist.train.config import TrainConfig
-from demakeup_dist.train.recipe import TARGET_KEYS, make_optimizer, make_scheduler, restoration_loss
+from demakeup_dist.train.distributed import make_accelerator
+from demakeup_dist.train.recipe import TARGET_KEYS, make_optimizer, make_scheduler
+from demakeup_dist.train.step import ModelLoss, TrainStep, compile_module
 
 log = logging.getLogger(__name__)
 
 FEEDS = ("memory", "shards")
-Batch = tuple[Tensor, dict[str, Tensor]]
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One way of building and stepping a network; `fused_step`: model + loss in one module."""
+    """One way of building a network; every variant runs the training loop's step."""
 
     summary: str
     reference: bool = False
     norm: str | None = None  # layers.InstanceNorm2d formulation; None: the default
     sr_head: str | None = None  # layers.SRHead formulation; None: the default
-    fused_step: bool = True
     overrides: tuple[tuple[str, Any], ...] = ()
 
 
 VARIANTS: dict[str, Variant] = {
-    "reference": Variant("plain PyTorch p3/p4 (models/reference_arch.py) in train/loop.py's step",
-                         reference=True, fused_step=False),
-    "ours": Variant("the project's model; model + loss one module (one graph), targets uint8 until the loss"),
-    "ours-loopstep": Variant("the project's model in train/loop.py's step: loss outside, float targets",
-                             fused_step=False),
+    "reference": Variant("plain PyTorch p3/p4 (models/reference_arch.py) in the loop's step", reference=True),
+    "ours": Variant("the project's network in the loop's step (what `demakeup train` runs)"),
     "ours-reductions": Variant("ours, InstanceNorm as var_mean reductions in eager mode too", norm="reductions"),
     "ours-native": Variant("ours, F.instance_norm under torch.compile too", norm="native"),
     "ours-layered": Variant("ours, the SR head run layer by layer", sr_head="layered"),
@@ -78,10 +76,11 @@ class BenchConfig:
     warmup: int = 1
     precision: str = "fp32"
     compile: bool = False
-    compile_mode: str | None = None
+    compile_mode: str = "default"
     grad_checkpointing: bool = False
     cudnn_benchmark: bool = True
     num_workers: int = 2
+    data_cache: str = "auto"
 
     @classmethod
     def for_device(cls, device: str, **changes: Any) -> BenchConfig:
@@ -104,10 +103,12 @@ class BenchConfig:
                 raise ValueError(f"{option} {value}: must be at least {least}")
         if self.precision not in ("bf16", "fp32"):
             raise ValueError(f"--precision {self.precision}: choose bf16 or fp32")
+        # The run's own checks, so the bench refuses exactly what `demakeup train` refuses.
+        TrainConfig(compile_mode=self.compile_mode, data_cache=self.data_cache)
 
     @property
     def mode(self) -> str:
-        mode = f"compile({self.compile_mode})" if self.compile and self.compile_mode else \
+        mode = f"compile({self.compile_mode})" if self.compile and self.compile_mode != "default" else \
             "compile" if self.compile else "eager"
         return mode + "+ckpt" if self.grad_checkpointing else mode
 
@@ -181,108 +182,65 @@ class Gate:
             self._marked = True
 
 
-class ModelLoss(nn.Module):
-    """`restoration_loss(model(x), targets)` as one module, so torch.compile fuses the loss into the model.
-
-    forward(x, targets): x float (B, 3, H, W) in [0, 1]; targets per task, uint8 in [0, 255] (converted
-    here by `loader.unit_float`, as `loader.to_float` does) or float in [0, 1]. Returns the scalar loss.
-    Fusing matters for p4: its (B, 3, 4H, 4W) float32 prediction then never goes through memory.
-    """
-
-    def __init__(self, model: nn.Module, weights: dict[str, float], scale: float) -> None:
-        super().__init__()
-        self.model, self.weights, self.scale = model, weights, scale
-
-    def forward(self, x: Tensor, targets: dict[str, Tensor]) -> Tensor:
-        targets = {k: loader.unit_float(t) if t.dtype == torch.uint8 else t for k, t in targets.items()}
-        return restoration_loss(self.model(x), targets, self.weights, self.scale)[0]
-
-
 class _Case:
-    """A built network with its optimizer and `step(x, targets)`: one optimizer step as the loop does it."""
+    """A built network with the training loop's step (train/step.py) and its optimizer."""
 
     def __init__(self, name: str, variant: Variant, config: BenchConfig) -> None:
-        self.device = torch.device(config.device)
         overrides = dict(variant.overrides)
         if variant.reference:
-            model: nn.Module = build_reference(name)
+            net: nn.Module = build_reference(name)
         else:
             overrides.update({"grad_checkpointing": True} if config.grad_checkpointing else {})
             with implementation(norm=variant.norm, sr_head=variant.sr_head):
-                model = build_model(name, **overrides)
-        model = model.to(self.device)
+                net = build_model(name, **overrides)
+        train = TrainConfig(precision=config.precision)
+        self.accelerator = make_accelerator(train, cpu=config.device == "cpu")
+        self.device = self.accelerator.device
+        net = net.to(self.device)
         if self.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        train = TrainConfig()
-        self.tasks: tuple[str, ...] = model.tasks  # type: ignore[assignment]
-        self.params = list(model.parameters())
-        self.clip = train.grad_clip_norm
-        self.optimizer = make_optimizer(model, train, fused=self.device.type == "cuda")
-        # Any horizon will do: the learning rate's value does not change the work of a step.
-        self.scheduler = make_scheduler(self.optimizer, 10 * (config.warmup + config.steps), train.warmup_fraction)
-        self.uint8_targets = variant.fused_step
-        self.autocast = config.precision == "bf16"
+            net = net.to(memory_format=torch.channels_last)
+        self.tasks: tuple[str, ...] = net.tasks  # type: ignore[assignment]
         weights = {"demakeup": train.demakeup_loss_weight, "sr": train.sr_loss_weight}
-        self.forward: Callable[[Tensor, dict[str, Tensor]], Tensor]
-        if variant.fused_step:
-            self.forward = _compiled(ModelLoss(model, weights, train.loss_scale), config)
-        else:
-            net = _compiled(model, config)
-            self.forward = lambda x, t: restoration_loss(net(x), t, weights, train.loss_scale)[0]
+        module = ModelLoss(net, weights, train.loss_scale)
+        if config.compile:
+            compile_module(module, config.compile_mode)
+        optimizer = make_optimizer(net, train, fused=self.device.type == "cuda")
+        # Any horizon will do: the learning rate's value does not change the work of a step.
+        scheduler = make_scheduler(optimizer, 10 * (config.warmup + config.steps), train.warmup_fraction)
+        module, optimizer, scheduler = self.accelerator.prepare(module, optimizer, scheduler)
+        self.step = TrainStep(self.accelerator, module, optimizer, scheduler, self.tasks, train.grad_clip_norm)
 
-    def step(self, x: Tensor, targets: dict[str, Tensor]) -> None:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            loss = self.forward(x, targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, self.clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def memory_batches(self, config: BenchConfig) -> Iterator[Batch]:
-        """The same synthetic batch every step, already on the device."""
+    def memory_batches(self, config: BenchConfig) -> Iterator[dict]:
+        """The same synthetic uint8 batch every step, already on the device (the feed's contract)."""
         gen = torch.Generator().manual_seed(0)
-        sizes = {"demakeup": config.size, "sr": 4 * config.size}
-        x = torch.rand(config.batch, 3, config.size, config.size, generator=gen).to(self.device)
-        targets = {t: torch.randint(0, 256, (config.batch, 3, sizes[t], sizes[t]), generator=gen, dtype=torch.uint8)
-                   for t in self.tasks}
-        targets = {t: v.to(self.device) if self.uint8_targets else loader.to_float({t: v}, self.device)[t]
-                   for t, v in targets.items()}
-        return itertools.repeat((x, targets))
+        sides = {"makeup": config.size, **{TARGET_KEYS[t]: (4 if t == "sr" else 1) * config.size for t in self.tasks}}
+        batch = {key: torch.randint(0, 256, (config.batch, 3, side, side), generator=gen, dtype=torch.uint8)
+                 .to(self.device) for key, side in sides.items()}
+        return itertools.repeat(batch)
 
-    def shard_batches(self, shards: Path, config: BenchConfig) -> Iterator[Batch]:
-        """Training batches of `shards`, epoch after epoch, moved to the device as train/loop.py does."""
+    def shard_batches(self, shards: Path, config: BenchConfig) -> Iterator[dict]:
+        """Training batches of `shards` through the training loop's data feed, epoch after epoch."""
+        feed = DataFeed(shards, with_hr="sr" in self.tasks, batch_size=config.batch, device=self.device,
+                        cache=config.data_cache, num_workers=config.num_workers, progress=False)
+        log.info(feed.describe())
         for epoch in itertools.count():
-            for raw in loader.train_batches(shards, batch_size=config.batch, with_hr="sr" in self.tasks, seed=0,
-                                            epoch=epoch, num_workers=config.num_workers, uint8=True):
-                keys = [TARGET_KEYS[t] for t in self.tasks]
-                if self.uint8_targets:
-                    x = loader.to_float({"makeup": raw["makeup"]}, self.device)["makeup"]
-                    moved = {k: raw[k].to(self.device, non_blocking=True) for k in keys}
-                else:
-                    batch = loader.to_float(raw, self.device)
-                    x, moved = batch["makeup"], {k: batch[k] for k in keys}
-                yield x, {t: moved[TARGET_KEYS[t]] for t in self.tasks}
+            yield from feed.train(seed=0, epoch=epoch)
 
-    def run(self, batches: Iterator[Batch], steps: int) -> tuple[float, float]:
+    def run(self, batches: Iterator[dict], steps: int) -> tuple[float, float]:
         """(wall seconds, seconds waiting for batches) of `steps` steps, between device synchronisations."""
         self._sync()
         start, wait = time.perf_counter(), 0.0
         for _ in range(steps):
             asked = time.perf_counter()
-            x, targets = next(batches)
+            batch = next(batches)
             wait += time.perf_counter() - asked
-            self.step(x, targets)
+            self.step(batch)
         self._sync()
         return time.perf_counter() - start, wait
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-def _compiled(module: nn.Module, config: BenchConfig) -> Any:
-    return torch.compile(module, mode=config.compile_mode) if config.compile else module
 
 
 def run_train(models: Sequence[str], variants: Sequence[str], config: BenchConfig, *,

@@ -21,15 +21,17 @@ HELP = (
     "Time the train step of the networks and compare it with a straightforward PyTorch version of "
     "the same network, timed in the same run.\n\n"
     "train: synthetic batches already on the device (pure compute). data: the same steps fed from "
-    "shards by the real loader (made on the fly from synthetic faces unless --shards is given), "
-    "with the fraction of time spent waiting for data, plus the loader's decode rate per worker. "
-    "all: both.\n\n"
-    "A step is forward, the brief's loss, backward, clip, AdamW (fused on CUDA), LR schedule; on "
-    "CUDA with bf16 autocast and channels_last. Defaults: on CUDA the brief's batch 64 at 224 px, "
-    "20 timed steps after 5 warm-up steps; on CPU a tiny batch 2 at 64 px so it ends in seconds.\n\n"
-    "Variants: reference = plain nn.InstanceNorm2d / nn.GELU network in train/loop.py's step; ours = "
-    "the project's network with the model and loss in one (compiled) module; see --variants for the "
-    "rest. docs/performance.md explains them and has the measured numbers."
+    "shards by the training loop's own data feed (--data-cache as in `demakeup train`; shards made "
+    "on the fly from synthetic faces unless --shards is given), with the fraction of time spent "
+    "waiting for data, plus the streaming reader's decode rate per worker and bytes read per rank "
+    "per epoch. all: both.\n\n"
+    "A step is exactly `demakeup train`'s: the network and the brief's loss in one (compilable) "
+    "module fed uint8 batches, backward, clip, AdamW (fused on CUDA), LR schedule; on CUDA with "
+    "bf16 autocast and channels_last. Defaults: on CUDA the brief's batch 64 at 224 px, 20 timed "
+    "steps after 5 warm-up steps; on CPU a tiny batch 2 at 64 px so it ends in seconds.\n\n"
+    "Variants: reference = plain nn.InstanceNorm2d / nn.GELU network in the same step; ours = the "
+    "project's network (what `demakeup train` runs); see --variants for the rest. "
+    "docs/performance.md explains them and has the measured numbers."
 )
 
 
@@ -60,7 +62,7 @@ def format_table(rows: list[Any]) -> str:
 def bench(
     what: Annotated[str, typer.Argument(help="train, data or all (see above).")] = "all",
     model: Annotated[str, typer.Option(help="Networks, comma separated (the reference exists for p3, p4).")] = "p3,p4",
-    variants: Annotated[str, typer.Option(help="Comma separated: reference, ours, ours-loopstep (loop.py's step), "
+    variants: Annotated[str, typer.Option(help="Comma separated: reference, ours, "
                                                "ours-reductions, ours-native (InstanceNorm formulations), "
                                                "ours-layered (SR head layer by layer), ours-ckpt-decoder.")
                         ] = "reference,ours",
@@ -75,8 +77,11 @@ def bench(
                                                      show_default="bf16 cuda, fp32 cpu")] = None,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the step's module.")
                        ] = False,
-    compile_mode: Annotated[Optional[str], typer.Option(help="torch.compile mode, e.g. "
-                                                             "max-autotune-no-cudagraphs.")] = None,
+    compile_mode: Annotated[str, typer.Option(help="torch.compile mode (as `demakeup train --compile-mode`): "
+                                                   "default, reduce-overhead, max-autotune, "
+                                                   "max-autotune-no-cudagraphs.")] = "default",
+    data_cache: Annotated[str, typer.Option(help="Data path of the shards feed (as `demakeup train --data-cache`): "
+                                                 "auto, device, host or off (stream from the shards).")] = "auto",
     grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing/--no-grad-checkpointing",
                                                      help="Build our networks with grad_checkpointing=True.")
                                   ] = False,
@@ -107,7 +112,7 @@ def bench(
         config = b.BenchConfig.for_device(resolved, batch=batch, size=size, steps=steps, warmup=warmup,
                                           precision=precision, compile=compile, compile_mode=compile_mode,
                                           grad_checkpointing=grad_checkpointing, cudnn_benchmark=cudnn_benchmark,
-                                          num_workers=num_workers)
+                                          num_workers=num_workers, data_cache=data_cache)
         config.check()
         models = _names("--model", model, ("p1", "p2", "p3", "p4"))
         names = _names("--variants", variants, tuple(b.VARIANTS))
@@ -166,8 +171,10 @@ def _data_line(data: dict[str, Any], batch: int) -> str:
         return f"loader benchmark failed: {data['error']}"
     rates = data["read_samples_per_s_per_worker"]
     with_hr = f", {rates['with_hr']:.0f} with HR" if "with_hr" in rates else ""
-    return (f"loader (read + decode + batch of {batch}, 1 worker, {data['bytes_per_triplet'] / 1024:.0f} KiB "
-            f"per triplet): {rates['without_hr']:.0f} samples/s without HR{with_hr}")
+    read = data["bytes_read_per_rank_per_epoch"]
+    return (f"streaming reader (read + decode + batch of {batch}, 1 worker, {data['bytes_per_triplet'] / 1024:.0f} "
+            f"KiB per triplet): {rates['without_hr']:.0f} samples/s without HR{with_hr}; bytes read per rank "
+            f"per epoch with {read['world_size']} ranks: {read['max_over_share']:.2f}x its share at most")
 
 
 def _save(path: Path | None, results: dict[str, Any]) -> None:

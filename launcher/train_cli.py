@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence
 
 import typer
 
+from demakeup_dist.train.config import COMPILE_MODES, DATA_CACHES
 from launcher.errors import user_errors
 
 
@@ -29,6 +30,10 @@ class Precision(str, Enum):
 class Strategy(str, Enum):
     ddp = "ddp"
     deepspeed = "deepspeed"
+
+
+DataCache = Enum("DataCache", {mode: mode for mode in DATA_CACHES}, type=str)
+CompileMode = Enum("CompileMode", {mode: mode for mode in COMPILE_MODES}, type=str)
 
 
 class WandbMode(str, Enum):
@@ -52,7 +57,13 @@ def train(
     zero: Optional[int] = typer.Option(None, help="DeepSpeed ZeRO stage 1, 2 or 3."),
     grad_checkpointing: Optional[bool] = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing",
                                                       help="Recompute the 896x896 SR head in backward (less memory)."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the network."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile",
+                                           help="torch.compile the train step (network + loss in one graph)."),
+    compile_mode: Optional[CompileMode] = typer.Option(None, help="torch.compile mode (reduce-overhead: CUDA graphs)."),
+    data_cache: Optional[DataCache] = typer.Option(
+        None, help="Where the decoded images live: device (GPU memory), host (memory shared by the node's "
+                   "processes), off (decode from the shards every epoch), auto (device if they fit in half the "
+                   "GPU's free memory, else host if they fit in half the available RAM, else off)."),
     seed: Optional[int] = typer.Option(None, help="Seed for weights and data order (brief: 25)."),
     resume: Optional[str] = typer.Option(None, help="auto (resume if a checkpoint exists), latest (must exist) or a checkpoint dir."),
     nproc: int = typer.Option(1, help="Local processes (GPUs, or CPU processes over gloo). Ignored inside `accelerate launch`."),
@@ -60,7 +71,7 @@ def train(
                                               "`wandb login`), else offline files in the run dir."),
     eval_every: Optional[int] = typer.Option(None, help="Evaluate on val every N epochs."),
     save_every_steps: Optional[int] = typer.Option(None, help="Also checkpoint every N steps (0 = epoch ends only)."),
-    num_workers: Optional[int] = typer.Option(None, help="Data-loading worker processes per training process."),
+    num_workers: Optional[int] = typer.Option(None, help="Decoding processes per training process."),
     sets: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
 ) -> None:
     """Train a network on shards with the brief's recipe (AdamW, warm-up + linear decay, MSE x 100).
@@ -95,8 +106,8 @@ def train(
     _exit(0)
 
 
-_OVERRIDES = ("epochs", "batch_size", "lr", "precision", "strategy", "zero", "grad_checkpointing", "compile", "seed",
-              "wandb", "eval_every", "save_every_steps", "num_workers")
+_OVERRIDES = ("epochs", "batch_size", "lr", "precision", "strategy", "zero", "grad_checkpointing", "compile",
+              "compile_mode", "data_cache", "seed", "wandb", "eval_every", "save_every_steps", "num_workers")
 
 
 def _config_overrides(params: dict) -> dict:

@@ -43,10 +43,10 @@ JOBS=(
   "c-p3-ours|train --model p3 --variants ours $COMPILE"
   "c-p4-ref|train --model p4 --variants reference $COMPILE"
   "c-p3-ref|train --model p3 --variants reference $COMPILE"
-  "c-p4-loopstep|train --model p4 --variants ours-loopstep $COMPILE"
+  "c-p4-off|data --model p4 --variants ours $COMPILE ${SHARDS[*]} --data-cache off"
   "c-p4-ckpt|train --model p4 --variants ours $COMPILE --grad-checkpointing"
   "e-p3|train --model p3 --variants ours,reference,ours-reductions"
-  "e-p4|train --model p4 --variants ours,ours-layered,ours-loopstep,ours-ckpt-decoder,reference"
+  "e-p4|train --model p4 --variants ours,ours-layered,ours-ckpt-decoder,reference"
   "e-p4-ckpt|train --model p4 --variants ours --grad-checkpointing"
 )
 PARTIES=$(( ${#JOBS[@]} + 1 ))

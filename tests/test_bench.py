@@ -21,6 +21,7 @@ from demakeup_dist.models import layers
 from demakeup_dist.models.layers import InputConv2d, InstanceNorm2d, SRHead, default_impl, implementation
 from demakeup_dist.models.reference_arch import build_reference
 from demakeup_dist.train.recipe import restoration_loss
+from demakeup_dist.train.step import ModelLoss
 from launcher import bench_cli
 
 
@@ -192,18 +193,20 @@ def test_reference_refuses_other_models() -> None:
 # ---- the train step ----------------------------------------------------------------------
 
 
-def test_model_loss_with_uint8_targets_equals_the_loops_loss() -> None:
+def test_model_loss_with_uint8_inputs_and_targets_equals_the_float_loss() -> None:
     torch.manual_seed(0)
     model = build_model("p4")
-    x = torch.rand(1, 3, 32, 32)
-    raw = {"demakeup": torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8),
+    raw = {"makeup": torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8),
+           "demakeup": torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8),
            "sr": torch.randint(0, 256, (1, 3, 128, 128), dtype=torch.uint8)}
-    weights = {"demakeup": 1.0, "sr": 0.5}
-    fused = bench.ModelLoss(model, weights, 100.0)(x, raw)
     floats = to_float(raw, "cpu")
-    loop, _ = restoration_loss(model(x), floats, weights, 100.0)
-    torch.testing.assert_close(fused, loop, rtol=0, atol=0)
-    assert bench.ModelLoss(model, weights, 100.0)(x, floats) == fused
+    weights = {"demakeup": 1.0, "sr": 0.5}
+    x, targets = raw.pop("makeup"), raw
+    fused = ModelLoss(model, weights, 100.0)(x, targets)
+    plain, _ = restoration_loss(model(floats.pop("makeup")), floats, weights, 100.0)
+    torch.testing.assert_close(fused, plain, rtol=0, atol=0)
+    assert ModelLoss(model, weights, 100.0)(to_float({"x": x}, "cpu")["x"], floats) == fused
+    assert ModelLoss(model, weights, 100.0)(x)["sr"].shape == (1, 3, 128, 128)  # no targets: the outputs
 
 
 # ---- run_train -------------------------------------------------------------------------------

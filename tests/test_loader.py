@@ -29,10 +29,9 @@ def data(tmp_path_factory):
 
 @pytest.fixture(params=["default", "tiny"])
 def windows(request, monkeypatch):
-    """Run a test with the real windows (one window here) and with tiny ones (many windows, odd sizes)."""
+    """Run a test with the real shuffle window (one window here) and with a tiny one (many, odd sizes)."""
     if request.param == "tiny":
         monkeypatch.setattr(loader, "SHUFFLE_WINDOW", 5)
-        monkeypatch.setattr(loader, "READ_WINDOW", 3)
 
 
 def source(root, split: str, role: str, name: str) -> np.ndarray:

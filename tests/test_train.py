@@ -76,6 +76,8 @@ def test_run_dir_contract(p4_run):
     assert [r["epoch"] for r in records] == [1, 2]
     for key in ("step", "train_loss", "lr", "val_psnr", "val_ssim", "val_psnr_sr", "val_ssim_sr"):
         assert all(np.isfinite(r[key]) for r in records), key
+    assert all(0 < r["train_s"] < r["epoch_s"] for r in records)  # the epoch's wall time includes validation
+    assert "data: decoded once and resident" in (p4_run / "train.log").read_text()  # auto on a tiny set
     assert sorted(p.name for p in (p4_run / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
     assert len(list((p4_run / "samples").glob("*.png"))) >= 1
     panel = Image.open(next((p4_run / "samples").glob("*.png")))
@@ -130,16 +132,16 @@ def test_loss_decreases(model, shards, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(shards, tmp_path, monkeypatch):
-    import demakeup_dist.train.loop as loop
+    import demakeup_dist.train.step as step
 
-    real, calls = loop.restoration_loss, {"n": 0}
+    real, calls = step.restoration_loss, {"n": 0}
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
         total, terms = real(*args, **kwargs)
         return (total * float("nan") if calls["n"] == 3 else total), terms
 
-    monkeypatch.setattr(loop, "restoration_loss", poisoned)
+    monkeypatch.setattr(step, "restoration_loss", poisoned)
     run_dir = tmp_path / "run"
     with pytest.raises(NonFiniteLoss, match="at step 3"):
         train(tiny("p1", save_every_steps=1), shards, run_dir)

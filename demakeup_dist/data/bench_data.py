@@ -17,13 +17,16 @@ from demakeup_dist.data.shards import load_manifest, write_shards
 
 
 def bench_data(shards_dir: Path | None = None, *, triplets: int = 200, size: int = 224, batch_size: int = 8,
-               progress: bool = False) -> dict[str, Any]:
+               world_size: int = 2, progress: bool = False) -> dict[str, Any]:
     """Measure the data engine; returns the numbers with the machine they were measured on.
 
     Without `shards_dir`, writes `triplets` random JPEG triplets (size, HR 4x size) to a temporary
     folder and times `write_shards` on one core ("pack_triplets_per_s_per_core": validate + write).
-    Then times one training epoch of `train_batches` with one DataLoader worker, uint8 batches of
+    Then times one training epoch of the streaming reader with one DataLoader worker, uint8 batches of
     `batch_size`, without and with HR ("read_samples_per_s_per_worker"; worker start-up excluded).
+    The last of those epochs is read as `world_size` ranks one after the other, each rank's shard
+    bytes counted: "bytes_read_per_rank_per_epoch" gives the most any rank read over its share
+    (the split's shard bytes / world_size).
     """
     with tempfile.TemporaryDirectory(prefix="demakeup-bench-") as tmp:
         pack_rate = None
@@ -35,9 +38,14 @@ def bench_data(shards_dir: Path | None = None, *, triplets: int = 200, size: int
             pack_rate = triplets / (time.perf_counter() - start)
         manifest = load_manifest(shards_dir)
         train = manifest["splits"]["train"]
-        read = {"without_hr": _read_rate(shards_dir, batch_size, with_hr=False)}
-        if train["has_hr"]:
-            read["with_hr"] = _read_rate(shards_dir, batch_size, with_hr=True)
+        world_size = max(1, min(world_size, train["samples"] // batch_size))
+        read = {}
+        for with_hr in (False, True) if train["has_hr"] else (False,):
+            rate, per_rank = _read_rate(shards_dir, batch_size, with_hr, world_size)
+            read["with_hr" if with_hr else "without_hr"] = rate
+        share = sum(s["bytes"] for s in train["shards"]) / world_size
+        ranks = {"world_size": world_size, "share": round(share), "bytes": per_rank,
+                 "max_over_share": max(per_rank) / share}
     return {
         "machine": f"{platform.processor() or platform.machine()}, {available_cores()} cores usable",
         "image_size": manifest["image_size"],
@@ -45,17 +53,25 @@ def bench_data(shards_dir: Path | None = None, *, triplets: int = 200, size: int
         "bytes_per_triplet": round(sum(s["bytes"] for s in train["shards"]) / train["samples"]),
         "pack_triplets_per_s_per_core": pack_rate,
         "read_samples_per_s_per_worker": read,
+        "bytes_read_per_rank_per_epoch": ranks,
     }
 
 
-def _read_rate(shards_dir: Path, batch_size: int, with_hr: bool) -> float:
-    batches = train_batches(shards_dir, batch_size=batch_size, with_hr=with_hr, seed=0, epoch=0, num_workers=1,
-                            uint8=True)
-    next(batches)  # the clock starts once the worker runs
-    start, samples = time.perf_counter(), 0
-    for batch in batches:
-        samples += len(batch["name"])
-    return samples / (time.perf_counter() - start)
+def _read_rate(shards_dir: Path, batch_size: int, with_hr: bool, world_size: int) -> tuple[float, list[int]]:
+    """(samples / s of one worker, shard bytes each rank read) over one epoch read as `world_size` ranks."""
+    seconds, samples, per_rank = 0.0, 0, []
+    for rank in range(world_size):
+        batches = train_batches(shards_dir, batch_size=batch_size, with_hr=with_hr, seed=0, epoch=0,
+                                rank=rank, world_size=world_size, num_workers=1, uint8=True)
+        first = next(batches)  # the clock starts once the worker runs
+        read = first["read_bytes"]
+        start = time.perf_counter()
+        for batch in batches:
+            samples += len(batch["name"])
+            read += batch["read_bytes"]
+        seconds += time.perf_counter() - start
+        per_rank.append(read)
+    return samples / max(seconds, 1e-9), per_rank
 
 
 def _random_dataset(root: Path, triplets: int, size: int) -> Path:

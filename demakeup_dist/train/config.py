@@ -22,6 +22,8 @@ from demakeup_dist.train.typed import convert, describe, like
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STRATEGIES = ("ddp", "deepspeed")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+DATA_CACHES = ("auto", "device", "host", "off")  # data/feed.py explains each
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 BRIEF_LR = 1e-2  # the course brief's init_lr for official.nlp.optimization.create_optimizer
 
 
@@ -57,13 +59,20 @@ class TrainConfig:
     """DeepSpeed ZeRO stage when strategy = deepspeed."""
     grad_checkpointing: bool = False
     compile: bool = False
+    """torch.compile the train step (network + loss in one graph)."""
+    compile_mode: str = "default"
+    """torch.compile mode when compile is on: default, reduce-overhead (CUDA graphs), max-autotune, ..."""
     channels_last: bool = True
     """Memory layout on GPU (ignored on CPU, where it is slower)."""
 
     seed: int = 25
     """The brief seeds numpy with 25."""
+    data_cache: str = "auto"
+    """Where decoded images live: device (GPU memory), host (shared host memory), off (decode from the
+    shards every epoch), auto (device if the decoded set fits in half the GPU's free memory, else host
+    if it fits in half the available host memory, else off)."""
     num_workers: int | None = None
-    """Data-loader worker processes per training process (None = this process's share of the cores, max 8)."""
+    """Decoding processes per training process (None = this process's share of the cores, max 8)."""
     eval_every: int = 1
     """Evaluate on val every N epochs (and always after the last)."""
     save_every_steps: int = 0
@@ -95,6 +104,9 @@ class TrainConfig:
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
             (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, got {self.strategy!r}"),
             (self.wandb in WANDB_MODES, f"wandb must be one of {WANDB_MODES}, got {self.wandb!r}"),
+            (self.data_cache in DATA_CACHES, f"data_cache must be one of {DATA_CACHES}, got {self.data_cache!r}"),
+            (self.compile_mode in COMPILE_MODES,
+             f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}"),
             (self.zero in (1, 2, 3), f"zero must be 1, 2 or 3, got {self.zero}"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),

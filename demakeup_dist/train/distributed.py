@@ -46,11 +46,12 @@ def check_strategy(strategy: str) -> None:
         raise ValueError("--strategy deepspeed needs CUDA GPUs; on CPU use --strategy ddp (same recipe, same results)")
 
 
-def make_accelerator(config: TrainConfig, micro_batch_for_deepspeed: int | None = None):
+def make_accelerator(config: TrainConfig, micro_batch_for_deepspeed: int | None = None, cpu: bool | None = None):
+    """The Accelerator of a run; `cpu` forces the CPU (default: CUDA when available)."""
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
-    cpu = not torch.cuda.is_available()
+    cpu = not torch.cuda.is_available() if cpu is None else cpu
     precision = resolve_precision(config.precision)
     check_strategy(config.strategy)
     handlers = []

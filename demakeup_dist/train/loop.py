@@ -1,13 +1,15 @@
 """The training loop: read it top to bottom.
 
-`train()` runs in every process of an accelerate launch (or alone). Per optimizer step: uint8 batch ->
-float on the device -> forward under the accelerator's precision -> the brief's loss -> backward ->
-clip to norm 1 -> AdamW -> LR schedule. Per epoch: evaluate on val, keep the best weights, checkpoint.
-At the end: the best weights are evaluated on test (results.json).
+`train()` runs in every process of an accelerate launch (or alone). The data feed (data/feed.py)
+gives uint8 batches already on the device, resident or streamed; per optimizer step the train step
+(train/step.py, the one `demakeup bench` times) runs forward + the brief's loss as one module under the
+accelerator's precision -> backward -> clip to norm 1 -> AdamW -> LR schedule. Per epoch: evaluate on
+val, keep the best weights, checkpoint. At the end: the best weights are evaluated on test (results.json).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -17,20 +19,21 @@ import torch
 from accelerate.utils import DistributedType
 from torch.nn.parallel import DistributedDataParallel
 
-from demakeup_dist.data import loader
-from demakeup_dist.data.shards import load_manifest
+from demakeup_dist.data.feed import DataFeed
+from demakeup_dist.data.shardset import ShardSet
 from demakeup_dist.models import build_model, model_tasks
 from demakeup_dist.train import checkpoint as ckpt
 from demakeup_dist.train.config import TrainConfig, save_config
 from demakeup_dist.train.distributed import StopRequest, make_accelerator, resolve_precision
 from demakeup_dist.train.evaluation import evaluate, sample_panel
-from demakeup_dist.train.recipe import TARGET_KEYS, make_optimizer, make_scheduler, restoration_loss
+from demakeup_dist.train.recipe import make_optimizer, make_scheduler
 from demakeup_dist.train.rundir import (
     check_resume_compatible, check_same_model, resolve_resume, saved_config, truncate_metrics,
 )
 from demakeup_dist.train.tracking import (
     RunTracker, Throughput, log, read_status, setup_logging, write_json_atomic,
 )
+from demakeup_dist.train.step import ModelLoss, TrainStep, compile_module, plain_state_dict
 from demakeup_dist.weights import describe, load_trained, save_weights
 
 
@@ -40,8 +43,7 @@ class NonFiniteLoss(RuntimeError):
 
 def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None = None) -> dict:
     """Train `config.model` on `shards` into `run_dir`. Returns the test metrics (rank 0; {} elsewhere)."""
-    shards, run_dir = Path(shards), Path(run_dir)
-    manifest = load_manifest(shards)
+    shard_set, run_dir = ShardSet.open(shards), Path(run_dir)
     start_from = resolve_resume(run_dir, resume)
     if resume == "auto" and read_status(run_dir).get("status") == "finished":
         return {"status": "finished"}
@@ -51,7 +53,7 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
         check_same_model(run_dir, config.model)
 
     tasks = model_tasks(config.model)
-    if "sr" in tasks and not manifest.get("has_hr"):
+    if "sr" in tasks and not shard_set.has_hr:
         raise ValueError(f"{config.model} trains the 4x SR head, but the shards in {shards} hold no HR images")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if config.batch_size % world:
@@ -59,8 +61,9 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     local_batch = config.batch_size // world
     accelerator = make_accelerator(config, micro_batch_for_deepspeed=local_batch)
     is_main, device = accelerator.is_main_process, accelerator.device
-    steps_per_epoch = loader.steps_per_epoch(shards, global_batch=config.batch_size, world_size=world)
-    total_steps = steps_per_epoch * config.epochs
+
+    def reduce_sum(t: torch.Tensor) -> torch.Tensor:
+        return accelerator.reduce(t, reduction="sum") if world > 1 else t
 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +72,17 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     accelerator.wait_for_everyone()
     setup_logging(run_dir, is_main)
     precision = resolve_precision(config.precision)
+    workers = config.resolved_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    feed = DataFeed(
+        shard_set, with_hr="sr" in tasks, batch_size=local_batch, device=device, cache=config.data_cache,
+        rank=accelerator.process_index, world_size=world, local_rank=accelerator.local_process_index,
+        num_workers=workers, barrier=accelerator.wait_for_everyone,
+        agree=lambda bad: reduce_sum(torch.tensor(float(bad), device=device)).item() > 0,
+        # One store name per run: runs on one node never share (or delete) each other's.
+        token=hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8], progress=is_main)
+    log.info(feed.describe())
+    steps_per_epoch = feed.steps_per_epoch
+    total_steps = steps_per_epoch * config.epochs
     log.info("%s on %d process(es) (%s, %s), global batch %d = %d x %d, %d steps/epoch x %d epochs",
              config.model, world, device, precision, config.batch_size, world, local_batch,
              steps_per_epoch, config.epochs)
@@ -83,11 +97,17 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
         # DeepSpeed's ZeRO flattens parameters through byte views, which need contiguous strides (measured).
         if config.channels_last and config.strategy == "ddp":
             net = net.to(memory_format=torch.channels_last)
+    deepspeed = config.strategy == "deepspeed"
+    input_dtype = torch.bfloat16 if deepspeed and precision == "bf16" else None
+    weights = {"demakeup": config.demakeup_loss_weight, "sr": config.sr_loss_weight}
+    model_loss = ModelLoss(net, weights, config.loss_scale, input_dtype)
     if config.compile:
-        net.compile()
+        compile_module(model_loss, config.compile_mode)
     optimizer = make_optimizer(net, config, fused=device.type == "cuda" and config.strategy == "ddp")
     scheduler = make_scheduler(optimizer, total_steps, config.warmup_fraction)
-    model, optimizer, scheduler = accelerator.prepare(net, optimizer, scheduler)
+    model, optimizer, scheduler = accelerator.prepare(model_loss, optimizer, scheduler)
+    # DeepSpeed clips inside its engine (gradient_clipping in its config).
+    train_step = TrainStep(accelerator, model, optimizer, scheduler, tasks, 0 if deepspeed else config.grad_clip_norm)
     state = ckpt.TrainState()
     accelerator.register_for_checkpointing(state)
     if start_from is not None:
@@ -96,19 +116,13 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
             truncate_metrics(run_dir, state.global_step)
         log.info("resumed from %s: epoch %d, step %d of the epoch", start_from, state.epoch, state.step_in_epoch)
 
-    deepspeed = config.strategy == "deepspeed"
+    # model(x) without targets gives the outputs; under DeepSpeed it must go through the engine.
     eval_model = model if deepspeed else net
-    input_dtype = torch.bfloat16 if deepspeed and precision == "bf16" else None
-    weights = {"demakeup": config.demakeup_loss_weight, "sr": config.sr_loss_weight}
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
     tracker = RunTracker(run_dir, config, is_main, restarts)
     stop = StopRequest(run_dir)
     meter = Throughput()
-    workers = config.resolved_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     baselines: dict[str, float] = {}
-
-    def reduce_sum(t: torch.Tensor) -> torch.Tensor:
-        return accelerator.reduce(t, reduction="sum") if world > 1 else t
 
     def save(reason: str) -> None:
         path = ckpt.save_checkpoint(accelerator, run_dir, state.global_step, config.keep_checkpoints)
@@ -122,31 +136,19 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
         status("running")
         for epoch in range(state.epoch, config.epochs):
             model.train()
-            batches = iter(loader.train_batches(
-                shards, batch_size=local_batch, with_hr="sr" in tasks, seed=config.seed, epoch=epoch,
-                rank=accelerator.process_index, world_size=world, num_workers=workers,
-                start_step=state.step_in_epoch, uint8=True))
+            epoch_start = time.perf_counter()
+            batches = feed.train(seed=config.seed, epoch=epoch, start_step=state.step_in_epoch)
             loss_sum, loss_steps = torch.zeros((), device=device), 0
             window_loss, window_steps = torch.zeros((), device=device), 0
             meter.reset()
             for step_in_epoch in range(state.step_in_epoch, steps_per_epoch):
                 waited = time.perf_counter()
-                batch = loader.to_float(next(batches), device)
+                batch = next(batches)
                 meter.data_wait += time.perf_counter() - waited
-                x = batch["makeup"] if input_dtype is None else batch["makeup"].to(input_dtype)
-                outputs = model(x)
-                loss, _ = restoration_loss(outputs, {t: batch[TARGET_KEYS[t]] for t in outputs}, weights,
-                                           config.loss_scale)
-                accelerator.backward(loss)
-                if config.grad_clip_norm > 0 and not deepspeed:  # DeepSpeed clips itself (gradient_clipping)
-                    accelerator.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                loss = train_step(batch)
 
                 state.step_in_epoch, state.global_step = step_in_epoch + 1, state.global_step + 1
                 meter.images += config.batch_size
-                loss = loss.detach()
                 loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
                 window_loss, window_steps = window_loss + loss, window_steps + 1
                 last_step = state.global_step == total_steps
@@ -185,15 +187,14 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
             state.epoch, state.step_in_epoch = epoch + 1, 0
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 train_loss = (reduce_sum(loss_sum) / (max(loss_steps, 1) * world)).item()
-                val, first = evaluate(
-                    eval_model,
-                    loader.eval_batches(shards, "val", batch_size=local_batch, with_hr="sr" in tasks,
-                                        rank=accelerator.process_index, world_size=world,
-                                        num_workers=workers, uint8=True),
-                    tasks, device, reduce_sum, accelerator.autocast, baselines=not baselines, input_dtype=input_dtype)
+                train_s = time.perf_counter() - epoch_start
+                val, first = evaluate(eval_model, feed.eval("val"), tasks, device, reduce_sum, accelerator.autocast,
+                                      baselines=not baselines, input_dtype=input_dtype)
                 baselines = baselines or {k: v for k, v in val.items() if k.startswith(("identity", "bicubic"))}
+                # Wall seconds of this process's epoch (since its start or resume), training + validation.
                 record = {"epoch": epoch + 1, "step": state.global_step, "train_loss": train_loss,
-                          "lr": scheduler.get_last_lr()[0],
+                          "lr": scheduler.get_last_lr()[0], "train_s": train_s,
+                          "epoch_s": time.perf_counter() - epoch_start,
                           **{f"val_{k}": v for k, v in val.items() if not k.startswith(("identity", "bicubic"))}}
                 improved = record["val_psnr"] > state.best_val_psnr  # the same on every rank (reduced)
                 images = {}
@@ -202,28 +203,28 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
                     best = _weights(accelerator, model)
                     if is_main:
                         save_weights(best, run_dir / "best.safetensors", describe(
-                            config.model, config.model_args, image_size=manifest.get("image_size"), epoch=epoch + 1))
+                            config.model, config.model_args, image_size=shard_set.image_size, epoch=epoch + 1))
                         if first is not None:
                             panel = sample_panel(first, config.sample_panels)
                             (run_dir / "samples").mkdir(exist_ok=True)
                             panel.save(run_dir / "samples" / f"epoch-{epoch + 1:04d}.png")
                             images["val"] = panel
                 tracker.log_eval(record, images)
-                log.info("epoch %d val PSNR %.3f dB SSIM %.4f%s (identity %.3f dB)%s", epoch + 1, record["val_psnr"],
-                         record["val_ssim"], f" | SR PSNR {record['val_psnr_sr']:.3f} dB" if "val_psnr_sr" in record
-                         else "", baselines.get("identity_psnr", math.nan), " best" if improved else "")
+                log.info("epoch %d val PSNR %.3f dB SSIM %.4f%s (identity %.3f dB)%s; epoch %.1f s (train %.1f s)",
+                         epoch + 1, record["val_psnr"], record["val_ssim"],
+                         f" | SR PSNR {record['val_psnr_sr']:.3f} dB" if "val_psnr_sr" in record else "",
+                         baselines.get("identity_psnr", math.nan), " best" if improved else "", record["epoch_s"],
+                         record["train_s"])
                 status("running", last_metrics=record)
             save("epoch end")
 
     final = _weights(accelerator, model)
     if is_main:
         save_weights(final, run_dir / "model.safetensors", describe(
-            config.model, config.model_args, image_size=manifest.get("image_size"), epoch=config.epochs))
+            config.model, config.model_args, image_size=shard_set.image_size, epoch=config.epochs))
     accelerator.wait_for_everyone()
-    test_batches = loader.eval_batches(shards, "test", batch_size=local_batch, with_hr="sr" in tasks,
-                                       rank=accelerator.process_index, world_size=world, num_workers=workers,
-                                       uint8=True)
-    results = evaluate_best(config, run_dir, accelerator, test_batches, tasks, reduce_sum, state.best_epoch)
+    results = evaluate_best(config, run_dir, accelerator, feed.eval("test"), tasks, reduce_sum, state.best_epoch)
+    feed.close()
     status("finished", last_metrics=results)
     tracker.finish(results)
     return results
@@ -242,15 +243,13 @@ def evaluate_best(config, run_dir, accelerator, test_batches, tasks, reduce_sum,
 
 
 def _weights(accelerator, model) -> dict[str, torch.Tensor]:
-    """Plain state dict (gathers ZeRO-3 shards; strips torch.compile's prefix).
+    """The network's plain state dict (gathers ZeRO-3 shards; strips ModelLoss's and torch.compile's prefixes).
 
     Only DeepSpeed goes through accelerate's unwrap_model: it imports DeepSpeed whenever it is installed,
     whose accelerator probe warns on every CPU run."""
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        state = accelerator.get_state_dict(model)
-    else:
-        state = (model.module if isinstance(model, DistributedDataParallel) else model).state_dict()
-    return {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+        return plain_state_dict(accelerator.get_state_dict(model))
+    return plain_state_dict((model.module if isinstance(model, DistributedDataParallel) else model).state_dict())
 
 
 def _hms(seconds: float) -> str:

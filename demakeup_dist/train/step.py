@@ -1,0 +1,78 @@
+"""The train step: one definition, run by the training loop and timed by `demakeup bench`.
+
+forward + the brief's loss as ONE module (`ModelLoss`), so torch.compile fuses the loss and the
+uint8 -> float conversion of the inputs and targets into the network's graph: p4's (B, 3, 4H, 4W)
+float prediction and float targets then never go through memory (measured fastest on the H200,
+docs/performance.md). Then backward, clip to the global norm, AdamW (fused on CUDA), LR schedule,
+all through the accelerator (DDP gradient sync, DeepSpeed, mixed precision).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from demakeup_dist.data.loader import unit_float
+from demakeup_dist.train.config import COMPILE_MODES
+from demakeup_dist.train.recipe import TARGET_KEYS, restoration_loss
+
+
+class ModelLoss(nn.Module):
+    """forward(x, targets) -> the scalar loss; forward(x) -> the network's outputs (for evaluation).
+
+    x: (B, 3, H, W) and targets {task: (B, 3, h, w)}, uint8 in [0, 255] (made float here by
+    `loader.unit_float`, the one conversion) or float in [0, 1]. `input_dtype` casts the input
+    (DeepSpeed's bf16 engine wants bf16 inputs).
+    """
+
+    def __init__(self, net: nn.Module, weights: dict[str, float], scale: float,
+                 input_dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.net, self.weights, self.scale, self.input_dtype = net, weights, scale, input_dtype
+
+    def forward(self, x: Tensor, targets: dict[str, Tensor] | None = None) -> Any:
+        x = unit_float(x) if x.dtype == torch.uint8 else x
+        outputs = self.net(x if self.input_dtype is None else x.to(self.input_dtype))
+        if targets is None:
+            return outputs
+        targets = {k: unit_float(t) if t.dtype == torch.uint8 else t for k, t in targets.items()}
+        return restoration_loss(outputs, targets, self.weights, self.scale)[0]
+
+
+def plain_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A ModelLoss (compiled or not) state dict -> the network's own keys."""
+    return {k.replace("_orig_mod.", "").removeprefix("net."): v for k, v in state.items()}
+
+
+class TrainStep:
+    """`step(batch) -> loss`: one optimizer step on a batch dict (data/loader.py's contract, any dtype).
+
+    `module` is the accelerator-prepared ModelLoss; `clip_norm` 0 disables clipping (DeepSpeed clips
+    itself: pass 0 there).
+    """
+
+    def __init__(self, accelerator, module: nn.Module, optimizer, scheduler, tasks: tuple[str, ...],
+                 clip_norm: float) -> None:
+        self.accelerator, self.module, self.optimizer, self.scheduler = accelerator, module, optimizer, scheduler
+        self.keys = {task: TARGET_KEYS[task] for task in tasks}
+        self.clip_norm = clip_norm
+        self.params = [p for p in module.parameters() if p.requires_grad]
+
+    def __call__(self, batch: dict) -> Tensor:
+        loss = self.module(batch["makeup"], {task: batch[key] for task, key in self.keys.items()})
+        self.accelerator.backward(loss)
+        if self.clip_norm > 0:
+            self.accelerator.clip_grad_norm_(self.params, self.clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+
+def compile_module(module: nn.Module, mode: str) -> None:
+    """torch.compile `module` in place (`mode` one of COMPILE_MODES)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode {mode!r}: choose from {', '.join(COMPILE_MODES)}")
+    module.compile(mode=None if mode == "default" else mode)

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The brief's recipe on one GPU, timed through the user's path (issue 10): the course-sized synthetic
+# set (5000 / 500 / 500 triplets, 224 px, HR 896 px), `demakeup shard`, then `demakeup train` of p4
+# and p3 with the resident data path (--data-cache auto) and p3 streaming (--data-cache off), plus
+# `demakeup bench` of the same step for comparison. From the repo root, about 8 minutes on an H200:
+#   OUT=/path/to/results bash scripts/gpu_train.sh [EPOCHS]
+#   OUT=/tmp/x TRAIN=16 VAL=4 TEST=4 SIZE=32 BATCH=4 COMPILE=--no-compile bash scripts/gpu_train.sh 2   # CPU check
+# Writes $OUT/summary.txt (img/s, data-wait, epoch seconds, the projected 300-epoch time) and logs.
+set -uo pipefail
+OUT=${OUT:?set OUT to the folder for the results}; mkdir -p "$OUT"
+EPOCHS=${1:-3}
+TRAIN=${TRAIN:-5000} VAL=${VAL:-500} TEST=${TEST:-500} SIZE=${SIZE:-224} BATCH=${BATCH:-64} COMPILE=${COMPILE:---compile}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+D="python3 -m launcher.main"
+W=${WORK:-/tmp/demakeup-gpu-train}; rm -rf "$W"; mkdir -p "$W"
+stamp() { echo "== $(date +%T) $*" | tee -a "$OUT/summary.txt"; }
+
+stamp "synth + shard ($TRAIN / $VAL / $TEST at $SIZE px)"
+$D synth "$W/data" --train "$TRAIN" --val "$VAL" --test "$TEST" --size "$SIZE" > "$W/synth.log" 2>&1 || tail -n 5 "$W/synth.log"
+$D shard "$W/data" --out "$W/shards" > "$W/shard.log" 2>&1 || tail -n 5 "$W/shard.log"
+du -sh "$W/shards" | tee -a "$OUT/summary.txt"
+
+run() {  # name, extra train options
+    local name=$1; shift
+    stamp "train $name: $*"
+    timeout 300 $D train "$@" --shards "$W/shards" --run-dir "$W/$name" --wandb disabled --batch-size "$BATCH" $COMPILE \
+        > "$W/$name.log" 2>&1; echo "rc=$?" | tee -a "$OUT/summary.txt"
+    grep -E "data: |img/s|epoch [0-9]+ val|test \(best" "$W/$name/train.log" | tail -n 8 | tee -a "$OUT/summary.txt"
+    python3 - "$W/$name/metrics.jsonl" <<'PY' | tee -a "$OUT/summary.txt"
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+later = [r["epoch_s"] for r in rows[1:]] or [rows[0]["epoch_s"]]  # epoch 1 includes compiling
+print(f"epoch seconds {[round(r['epoch_s'], 1) for r in rows]}; 300 epochs projected "
+      f"{300 * statistics.mean(later) / 60:.1f} min (from epochs 2..{len(rows)})")
+PY
+    cp "$W/$name/train.log" "$OUT/$name.train.log" 2>/dev/null
+}
+run p4 p4 --epochs "$EPOCHS" --grad-checkpointing
+run p3 p3 --epochs "$EPOCHS"
+run p3-stream p3 --epochs 1 --data-cache off --num-workers 12
+stamp "bench (the same step, in-memory batches)"
+timeout 240 $D bench train --model p3,p4 --variants ours $COMPILE --json "$OUT/bench.json" 2>&1 | tail -n 6 \
+    | tee -a "$OUT/summary.txt"
+stamp done
