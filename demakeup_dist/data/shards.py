@@ -164,6 +164,16 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def shard_set_id(manifest: dict[str, Any]) -> str:
+    """The identity of a shard set's content: a checksum of its image size and shard checksums. Tars are
+    written reproducibly, so re-sharding the same data gives the same id, while any other content,
+    size or split assignment gives another (the manifest's date and source path do not count)."""
+    content = {"image_size": manifest["image_size"],
+               "splits": {name: [s["sha256"] for s in split["shards"]]
+                          for name, split in sorted(manifest["splits"].items())}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def _manifest(dataset: CheckedDataset, shards: dict[str, list[dict]], samples_per_shard: int) -> dict[str, Any]:
     any_hr = any(s.hr_folder for s in dataset.splits)
     return {

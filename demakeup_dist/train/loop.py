@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from demakeup_dist.data import loader
-from demakeup_dist.data.shards import load_manifest
+from demakeup_dist.data.shards import load_manifest, shard_set_id
 from demakeup_dist.models import build_model, model_tasks
 from demakeup_dist.train import checkpoint as ckpt
 from demakeup_dist.train.config import TrainConfig, save_config
@@ -24,10 +24,11 @@ from demakeup_dist.train.distributed import StopRequest, make_accelerator, resol
 from demakeup_dist.train.evaluation import evaluate, sample_panel
 from demakeup_dist.train.recipe import TARGET_KEYS, make_optimizer, make_scheduler, restoration_loss
 from demakeup_dist.train.rundir import (
-    check_resume_compatible, check_same_model, resolve_resume, saved_config, truncate_metrics,
+    check_resume_compatible, check_same_model, check_same_shards, resolve_resume, saved_config, truncate_metrics,
 )
+from demakeup_dist.train.runlock import RunLock
 from demakeup_dist.train.tracking import (
-    RunTracker, Throughput, log, read_status, setup_logging, write_json_atomic,
+    RunTracker, Throughput, failures_recorded, log, read_status, setup_logging, write_json_atomic,
 )
 
 
@@ -35,15 +36,26 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
 
 
-def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None = None) -> dict:
-    """Train `config.model` on `shards` into `run_dir`. Returns the test metrics (rank 0; {} elsewhere)."""
-    shards, run_dir = Path(shards), Path(run_dir)
+def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None = None,
+          allow_other_shards: bool = False) -> dict:
+    """Train `config.model` on `shards` into `run_dir`. Returns the test metrics (rank 0; {} elsewhere).
+
+    `allow_other_shards`: resume even though `shards` is not the shard set the checkpoint trained on.
+    """
+    with RunLock(run_dir, enabled=os.environ.get("RANK", "0") == "0"), failures_recorded(run_dir):
+        return _train(config, Path(shards), Path(run_dir), resume, allow_other_shards)
+
+
+def _train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None, allow_other_shards: bool) -> dict:
     manifest = load_manifest(shards)
-    start_from = resolve_resume(run_dir, resume)
+    shards_id = shard_set_id(manifest)
     if resume == "auto" and read_status(run_dir).get("status") == "finished":
         return {"status": "finished"}
+    resume_point = resolve_resume(run_dir, resume)
+    start_from = resume_point and resume_point.checkpoint
     if start_from is not None:
         check_resume_compatible(saved_config(run_dir), config, run_dir)
+        check_same_shards(resume_point.state, shards_id, shards, allow_other_shards)
     else:
         check_same_model(run_dir, config.model)
 
@@ -85,10 +97,12 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     optimizer = make_optimizer(net, config, fused=device.type == "cuda" and config.strategy == "ddp")
     scheduler = make_scheduler(optimizer, total_steps, config.warmup_fraction)
     model, optimizer, scheduler = accelerator.prepare(net, optimizer, scheduler)
-    state = ckpt.TrainState()
-    accelerator.register_for_checkpointing(state)
+    state = ckpt.TrainState(shards_id=shards_id)
     if start_from is not None:
-        accelerator.load_state(str(start_from))
+        for warning in resume_point.passed_over:
+            log.warning("warning: %s", warning)
+        ckpt.load_checkpoint(accelerator, start_from, state)
+        state.shards_id = shards_id
         if is_main:
             truncate_metrics(run_dir, state.global_step)
         log.info("resumed from %s: epoch %d, step %d of the epoch", start_from, state.epoch, state.step_in_epoch)
@@ -109,7 +123,10 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
         return accelerator.reduce(t, reduction="sum") if world > 1 else t
 
     def save(reason: str) -> None:
-        path = ckpt.save_checkpoint(accelerator, run_dir, state.global_step, config.keep_checkpoints)
+        mid_epoch = state.step_in_epoch > 0
+        state.loss_sum = reduce_sum(loss_sum).item() if mid_epoch else 0.0
+        state.loss_steps = loss_steps if mid_epoch else 0
+        path = ckpt.save_checkpoint(accelerator, run_dir, state, config.keep_checkpoints)
         log.info("checkpoint %s (%s)", path.name, reason)
 
     def status(kind: str, **extra) -> None:
@@ -124,7 +141,10 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
                 shards, batch_size=local_batch, with_hr="sr" in tasks, seed=config.seed, epoch=epoch,
                 rank=accelerator.process_index, world_size=world, num_workers=workers,
                 start_step=state.step_in_epoch, uint8=True))
-            loss_sum, loss_steps = torch.zeros((), device=device), 0
+            # A resumed epoch continues the loss sum of its steps before the checkpoint (rank 0 holds it).
+            carried = state.loss_sum if accelerator.is_main_process else 0.0
+            loss_sum, loss_steps = torch.tensor(carried, device=device), state.loss_steps
+            state.loss_sum, state.loss_steps = 0.0, 0
             window_loss, window_steps = torch.zeros((), device=device), 0
             meter.reset()
             for step_in_epoch in range(state.step_in_epoch, steps_per_epoch):

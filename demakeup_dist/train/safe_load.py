@@ -1,0 +1,92 @@
+"""Read checkpoints without running code from them, and tell a damaged checkpoint from a tampered one.
+
+torch.load unpickles, and an unpickler can be made to call any function: whoever can write a run dir
+(shared filesystems) could then run code as whoever resumes it. So every pickled file of a checkpoint
+is read with torch's weights-only unpickler, which builds only tensors, plain containers and numbers
+plus the few classes allowed below, and `weights_only_loads()` forces that unpickler even on the
+libraries (accelerate's custom states, DeepSpeed) that ask torch for the unrestricted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+PICKLED_SUFFIXES = (".bin", ".pkl", ".pt")
+_FORCE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+
+
+class CorruptCheckpoint(ValueError):
+    """A checkpoint file is missing, truncated or unreadable (e.g. the disk filled up while saving)."""
+
+
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint file holds objects other than tensors and plain data: demakeup never writes those."""
+
+
+def _allowed_globals() -> list:
+    """Classes a genuine checkpoint holds besides tensors: numpy RNG states (accelerate's own list)
+    and DeepSpeed's ZeRO optimizer bookkeeping (plain records and enums, no code)."""
+    from accelerate.utils.other import TORCH_SAFE_GLOBALS
+
+    allowed = list(TORCH_SAFE_GLOBALS)
+    with contextlib.suppress(ImportError):
+        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+
+        allowed += [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+    return allowed
+
+
+@contextlib.contextmanager
+def weights_only_loads():
+    """Inside the block every torch.load uses the weights-only unpickler with the allowed classes."""
+    old = os.environ.get(_FORCE)
+    os.environ[_FORCE] = "1"
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()):
+            yield
+    finally:
+        if old is None:
+            os.environ.pop(_FORCE, None)
+        else:
+            os.environ[_FORCE] = old
+
+
+def safe_torch_load(path: Path):
+    """torch.load of a checkpoint file through the weights-only unpickler; clear errors naming the file."""
+    try:
+        with weights_only_loads():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            first = str(exc).split("\n\n")[-1].strip().splitlines()[0]
+            raise UnsafeCheckpoint(
+                f"{path} holds objects other than tensors and plain data ({first}); demakeup never writes "
+                "such files, so it was altered by someone else. Nothing was loaded from it: delete that "
+                "checkpoint folder and resume from an earlier one, or start a new --run-dir") from None
+        raise CorruptCheckpoint(f"{path} is damaged ({exc})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CorruptCheckpoint(f"{path} is damaged or truncated ({type(exc).__name__}: {exc})") from None
+
+
+def check_files(checkpoint: Path) -> None:
+    """Read every file of a checkpoint folder once, so a damaged or altered one is found before any
+    state is changed. Safetensors files cannot hold code; they are only checked to be complete."""
+    from safetensors.torch import load_file
+
+    for path in sorted(Path(checkpoint).rglob("*")):
+        if not path.is_file():
+            continue
+        if path.suffix == ".safetensors":
+            try:
+                load_file(str(path))
+            except Exception as exc:  # SafetensorError, OSError: both mean the file is unusable
+                raise CorruptCheckpoint(f"{path} is damaged or truncated ({exc})") from None
+        elif path.suffix in PICKLED_SUFFIXES:
+            safe_torch_load(path)
