@@ -55,6 +55,8 @@ def train(
     eval_every: Optional[int] = typer.Option(None, help="Evaluate on val every N epochs."),
     save_every_steps: Optional[int] = typer.Option(None, help="Also checkpoint every N steps (0 = epoch ends only)."),
     num_workers: Optional[int] = typer.Option(None, help="Data-loading worker processes per training process."),
+    allow_other_shards: bool = typer.Option(False, "--allow-other-shards",
+                                            help="Resume even if --shards is not the shard set the run trained on."),
 ) -> None:
     """Train a network on shards with the brief's recipe (AdamW, warm-up + linear decay, MSE x 100).
 
@@ -81,10 +83,15 @@ def train(
             save_every_steps=save_every_steps, num_workers=num_workers))
         run_dir = run_dir or Path("runs") / f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
         try:
-            result = run_training(cfg, shards, run_dir, resume=resume)
+            result = run_training(cfg, shards, run_dir, resume=resume, allow_other_shards=allow_other_shards)
         except NonFiniteLoss as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             _exit(3)
+        except Exception as exc:
+            if (problem := storage_problem(exc, run_dir)) is None:
+                raise
+            typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+            _exit(2)
     typer.echo(f"run dir: {run_dir} ({result.get('status', 'finished')})", err=True)
     _exit(0)
 
@@ -100,6 +107,25 @@ def _resolve_config(model, config_file, run_dir, resume, overrides):
             raise ValueError(f"run dir {run_dir} belongs to model {saved.model!r}, not {model!r}")
         return TrainConfig(**{**saved.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
     return load_config(model, config_file, **overrides)
+
+
+def storage_problem(exc: BaseException, run_dir: Path) -> str | None:
+    """A one-line explanation when `exc` means the run dir cannot be written (full, read-only, no
+    permission); None for anything else. Libraries wrap the OS error (torch: RuntimeError, safetensors:
+    SafetensorError), so their messages are recognised too."""
+    import errno
+
+    codes = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+             errno.EROFS: "the filesystem is read-only", errno.EACCES: "permission denied"}
+    why = codes.get(getattr(exc, "errno", None))
+    text = str(exc)
+    if why is None and ("No space left" in text or "os error 28" in text):
+        why = codes[errno.ENOSPC]
+    if why is None:
+        return None
+    where = getattr(exc, "filename", None) or run_dir
+    return (f"cannot write to {where}: {why}. Free space or fix the permissions (or choose another --run-dir), "
+            f"then continue with --resume latest")
 
 
 def _exit(code: int) -> None:

@@ -175,7 +175,8 @@ def _train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None,
                         tracker.finish()
                         raise NonFiniteLoss(
                             f"loss became NaN/inf at step {state.global_step} (epoch {epoch}); the last good "
-                            f"checkpoint is kept in {ckpt.checkpoint_dir(run_dir)}: lower --lr and resume or restart"
+                            f"checkpoint is kept in {ckpt.checkpoint_dir(run_dir)}, but a resume is exact and would "
+                            f"meet it again: start a new --run-dir with a lower --lr (this run: {config.lr:g})"
                         )
                     if stop_now:
                         save(f"stop requested ({stop.signalled or 'STOP file'})")
