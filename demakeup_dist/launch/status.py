@@ -103,6 +103,8 @@ def stale_heartbeat(status: dict, now: datetime | None = None) -> str | None:
         updated = datetime.fromisoformat(status["updated"])
     except (KeyError, TypeError, ValueError):
         return None
+    if updated.tzinfo is None:  # the trainer writes UTC
+        updated = updated.replace(tzinfo=timezone.utc)
     age = ((now or datetime.now(timezone.utc)) - updated).total_seconds()
     if age > STALE_AFTER_S:
         return f"no heartbeat for {int(age // 60)} min (the trainer may have died; see train.log)"
