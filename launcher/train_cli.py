@@ -170,7 +170,7 @@ def predict(
     inputs: list[Path] = typer.Argument(..., help="Image files or folders (jpg/png/..., any size)."),
     out: Path = typer.Option(..., "--out", help="Folder for NAME_demakeup.png (and NAME_sr4x.png for p4)."),
 ) -> None:
-    """De-make-up photos of any size: pads to a multiple of 32, crops back; p4 also writes the 4x image."""
+    """De-make-up photos of any size up to 4096x4096: pads to a multiple of 32, crops back; p4 also writes the 4x image."""
     import torch
 
     from demakeup_dist.predict import predict_files

@@ -4,8 +4,8 @@ A shard set is a folder ``OUT/`` holding ``{split}-{index:06d}.tar`` and ``manif
 a split (0-based, in file-name order) has the key ``f"{i:06d}"`` (not the file name: webdataset splits
 keys at dots) and the members ``KEY.makeup.EXT``, ``KEY.non_makeup.EXT``, ``KEY.hr.EXT`` (splits with
 HR only) and ``KEY.name.txt`` (the original file name, UTF-8). EXT is ``jpg`` or ``png`` and names the
-format: JPEG/PNG files that are already RGB are stored byte for byte, anything else as a lossless PNG of
-its RGB conversion. Tars are written with a fixed mtime, so the same dataset gives the same bytes.
+format: JPEG/PNG files whose stored pixels already are the picture (`codec.is_plain_rgb`) are stored byte
+for byte, anything else as a lossless PNG of `codec.to_rgb`'s reading. Tars are written with a fixed mtime, so the same dataset gives the same bytes.
 
 Nothing half-written looks complete: everything goes to ``OUT.tmp-*`` and is renamed to ``OUT`` at the
 end; ``manifest.json`` is the mark of a complete set.
