@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import torch
@@ -28,12 +29,14 @@ class UnsafeCheckpoint(ValueError):
     """A checkpoint file holds objects other than tensors and plain data: demakeup never writes those."""
 
 
-def _allowed_globals() -> list:
+def _allowed_globals(deepspeed: bool) -> list:
     """Classes a genuine checkpoint holds besides tensors: numpy RNG states (accelerate's own list)
-    and DeepSpeed's ZeRO optimizer bookkeeping (plain records and enums, no code)."""
+    and, in DeepSpeed's files, its ZeRO optimizer bookkeeping (plain records and enums, no code)."""
     from accelerate.utils.other import TORCH_SAFE_GLOBALS
 
     allowed = list(TORCH_SAFE_GLOBALS)
+    if not deepspeed:  # importing DeepSpeed takes seconds; a DDP checkpoint has none of its classes
+        return allowed
     with contextlib.suppress(ImportError):
         from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
         from deepspeed.runtime.zero.config import ZeroStageEnum
@@ -44,12 +47,14 @@ def _allowed_globals() -> list:
 
 
 @contextlib.contextmanager
-def weights_only_loads():
-    """Inside the block every torch.load uses the weights-only unpickler with the allowed classes."""
+def weights_only_loads(deepspeed: bool | None = None):
+    """Inside the block every torch.load uses the weights-only unpickler with the allowed classes
+    (DeepSpeed's when asked, or by default when DeepSpeed is in use in this process)."""
     old = os.environ.get(_FORCE)
     os.environ[_FORCE] = "1"
     try:
-        with torch.serialization.safe_globals(_allowed_globals()):
+        with torch.serialization.safe_globals(_allowed_globals("deepspeed" in sys.modules if deepspeed is None
+                                                               else deepspeed)):
             yield
     finally:
         if old is None:
@@ -61,7 +66,7 @@ def weights_only_loads():
 def safe_torch_load(path: Path):
     """torch.load of a checkpoint file through the weights-only unpickler; clear errors naming the file."""
     try:
-        with weights_only_loads():
+        with weights_only_loads(deepspeed=path.suffix == ".pt"):  # DeepSpeed writes .pt, accelerate .bin/.pkl
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" in str(exc):
