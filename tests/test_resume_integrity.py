@@ -21,7 +21,7 @@ from demakeup_dist.train.config import load_config
 from demakeup_dist.train.loop import train
 from demakeup_dist.train.rundir import resolve_resume
 from demakeup_dist.train.runlock import RunDirLocked, RunLock
-from demakeup_dist.train.safe_load import UnsafeCheckpoint, weights_only_loads
+from demakeup_dist.train.safe_load import UnsafeCheckpoint, safe_torch_load, weights_only_loads
 
 
 def _shards(root: Path, seed: int) -> Path:
@@ -192,3 +192,43 @@ def test_second_trainer_is_refused_naming_the_holder_until_it_dies(shards, tmp_p
         holder.wait()
     with RunLock(run_dir):
         assert json.loads((run_dir / "trainer.lock").read_text())["pid"] == os.getpid()
+
+
+_DEEPSPEED_STATE = """
+import json, os, sys
+import torch
+import torch.distributed as dist
+
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2])
+dist.init_process_group("gloo", rank=0, world_size=1)  # DeepSpeedConfig asks for the world size
+from deepspeed.runtime.config import DeepSpeedConfig
+from deepspeed.runtime.fp16.loss_scaler import CreateLossScaler
+from deepspeed.runtime.zero.config import ZeroStageEnum
+from deepspeed.utils.tensor_fragment import fragment_address
+from demakeup_dist.train.safe_load import safe_torch_load
+
+config = json.load(open("configs/deepspeed/zero2.json"))
+config["train_micro_batch_size_per_gpu"] = 4
+# What DeepSpeed's ZeRO-2 bf16 checkpoint files hold besides tensors.
+state = {"ds_config": DeepSpeedConfig(config), "loss_scaler": CreateLossScaler(torch.bfloat16, 1.0, False, {}),
+         "zero_stage": ZeroStageEnum(2), "param_slice_mappings": {"w": fragment_address(numel=3, start=0)},
+         "param_shapes": [{"w": torch.Size([3])}], "ds_version": "x"}
+torch.save(state, sys.argv[1])
+loaded = safe_torch_load(sys.argv[1])
+print(loaded["ds_config"].zero_optimization_stage, loaded["zero_stage"].value, type(loaded["loss_scaler"]).__name__)
+"""
+
+
+def test_deepspeed_checkpoint_records_load_through_the_restricted_unpickler(tmp_path):
+    """DeepSpeed pickles its config objects into every checkpoint: they must pass the allow-list."""
+    pytest.importorskip("deepspeed")
+    out = subprocess.run([sys.executable, "-c", _DEEPSPEED_STATE, str(tmp_path / "mp_rank_00_model_states.pt"),
+                          str(29000 + os.getpid() % 1000)],
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[-1].split() == ["2", "2", "LossScaler"]  # after DeepSpeed's banner
+    marker = tmp_path / "pwned"
+    _poison(tmp_path / "zero_pp_rank_0_mp_rank_00_optim_states.pt", marker)
+    with pytest.raises(UnsafeCheckpoint):
+        safe_torch_load(tmp_path / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    assert not marker.exists()

@@ -10,6 +10,7 @@ libraries (accelerate's custom states, DeepSpeed) that ask torch for the unrestr
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import pickle
 import sys
@@ -31,19 +32,33 @@ class UnsafeCheckpoint(ValueError):
 
 def _allowed_globals(deepspeed: bool) -> list:
     """Classes a genuine checkpoint holds besides tensors: numpy RNG states (accelerate's own list)
-    and, in DeepSpeed's files, its ZeRO optimizer bookkeeping (plain records and enums, no code)."""
+    and, in DeepSpeed's files, DeepSpeed's data classes. Importing DeepSpeed takes seconds, and a DDP
+    checkpoint holds none of its classes."""
     from accelerate.utils.other import TORCH_SAFE_GLOBALS
 
-    allowed = list(TORCH_SAFE_GLOBALS)
-    if not deepspeed:  # importing DeepSpeed takes seconds; a DDP checkpoint has none of its classes
-        return allowed
-    with contextlib.suppress(ImportError):
-        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
-        from deepspeed.runtime.zero.config import ZeroStageEnum
-        from deepspeed.utils.tensor_fragment import fragment_address
+    return list(TORCH_SAFE_GLOBALS) + (_deepspeed_globals() if deepspeed else [])
 
-        allowed += [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
-    return allowed
+
+def _deepspeed_globals() -> list:
+    """DeepSpeed pickles its whole config (pydantic models, plain *Config classes, enums), its loss
+    scaler and ZeRO's parameter-slice records into each checkpoint. They hold data only; they are
+    collected from DeepSpeed's loaded modules because each DeepSpeed version adds config classes."""
+    try:
+        from deepspeed.runtime.config import DeepSpeedConfig
+        from deepspeed.runtime.config_utils import DeepSpeedConfigModel, DeepSpeedConfigObject
+        from deepspeed.utils.tensor_fragment import fragment_address
+    except ImportError:
+        return []
+    data_classes = (DeepSpeedConfigModel, DeepSpeedConfigObject, enum.Enum)  # the loss scalers are config objects
+    found = {DeepSpeedConfig, fragment_address, object}  # object: DeepSpeed's sentinel defaults
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("deepspeed.") or module is None:
+            continue
+        for value in vars(module).values():
+            if (isinstance(value, type) and value.__module__ == name
+                    and (value.__name__.endswith("Config") or issubclass(value, data_classes))):
+                found.add(value)
+    return list(found)
 
 
 @contextlib.contextmanager
@@ -65,6 +80,7 @@ def weights_only_loads(deepspeed: bool | None = None):
 
 def safe_torch_load(path: Path):
     """torch.load of a checkpoint file through the weights-only unpickler; clear errors naming the file."""
+    path = Path(path)
     try:
         with weights_only_loads(deepspeed=path.suffix == ".pt"):  # DeepSpeed writes .pt, accelerate .bin/.pkl
             return torch.load(path, map_location="cpu", weights_only=True)
