@@ -90,6 +90,28 @@ def test_truncated_latest_checkpoint_falls_back_and_matches_uninterrupted_run(
     assert [r["train_loss"] for r in _records(run_dir)] == [r["train_loss"] for r in _records(reference)]
 
 
+def test_resume_landing_at_an_epoch_end_keeps_that_epochs_train_loss(shards, reference, tmp_path, monkeypatch):
+    """A stop after the last step of epoch 1 checkpoints before its evaluation; the resumed run
+    evaluates epoch 1 with no step left to run, and must still report the epoch's mean loss."""
+    import demakeup_dist.train.loop as loop
+
+    run_dir = tmp_path / "run"
+    real, calls = loop.restoration_loss, {"n": 0}
+
+    def stop_at_step_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            (run_dir / "STOP").touch()
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "restoration_loss", stop_at_step_3)
+        assert train(tiny(), shards, run_dir)["status"] == "preempted"
+    assert not (run_dir / "metrics.jsonl").exists()
+    train(tiny(), shards, run_dir, resume="auto")
+    assert [r["train_loss"] for r in _records(run_dir)] == [r["train_loss"] for r in _records(reference)]
+
+
 def _poison(path: Path, marker: Path) -> None:
     class Payload:
         def __reduce__(self):
