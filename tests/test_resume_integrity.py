@@ -75,7 +75,7 @@ def test_truncated_latest_checkpoint_falls_back_and_matches_uninterrupted_run(
         with pytest.raises(KeyboardInterrupt):
             train(tiny(), shards, run_dir)
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["status"] == "failed" and "KeyboardInterrupt" in status["error"]
+    assert status["status"] == "failed" and status["error"] == "KeyboardInterrupt"
     assert [p.name for p in ckpt.list_checkpoints(run_dir)] == ["step-00000004", "step-00000005"]
     latest = run_dir / "checkpoints" / "step-00000005" / "model.safetensors"
     latest.write_bytes(latest.read_bytes()[:100])  # a save cut short by a full disk
@@ -149,6 +149,20 @@ def test_checkpoint_state_is_plain_json(reference):
     state = json.loads((latest / ckpt.STATE_FILE).read_text())
     assert state["global_step"] == 9 and state["epoch"] == 3
     assert not list(latest.glob("custom_checkpoint_*"))
+
+
+def test_checkpoint_from_before_train_state_json_still_resumes(reference, tmp_path):
+    """Older checkpoints kept TrainState in accelerate's custom_checkpoint_0.pkl: read it, safely."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference / "checkpoints", run_dir / "checkpoints")
+    latest = ckpt.latest_checkpoint(run_dir)
+    old_state = {k: v for k, v in json.loads((latest / ckpt.STATE_FILE).read_text()).items()
+                 if k in ("epoch", "step_in_epoch", "global_step", "best_val_psnr", "best_epoch")}
+    torch.save(old_state, latest / "custom_checkpoint_0.pkl")
+    (latest / ckpt.STATE_FILE).unlink()
+    point = resolve_resume(run_dir, "latest")
+    assert point.checkpoint == latest and not point.passed_over
+    assert (point.state.global_step, point.state.epoch, point.state.shards_id) == (9, 3, "")
 
 
 def test_resume_onto_other_shards_is_refused_unless_asked(reference, shards, tmp_path):

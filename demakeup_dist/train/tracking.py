@@ -118,7 +118,7 @@ def failures_recorded(run_dir: Path):
         with contextlib.suppress(OSError, ValueError):
             status = read_status(run_dir)
             if status.get("status") == "running" and status.get("pid") == os.getpid():
-                error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+                error = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__).splitlines()[0]
                 try:
                     write_json_atomic(path, {**status, "status": "failed", "error": error,
                                              "updated": datetime.now(timezone.utc).isoformat()})
