@@ -125,7 +125,7 @@ def storage_problem(exc: BaseException, run_dir: Path) -> str | None:
         return None
     where = getattr(exc, "filename", None) or run_dir
     return (f"cannot write to {where}: {why}. Free space or fix the permissions (or choose another --run-dir), "
-            f"then continue with --resume latest")
+            "then run the command again (with --resume latest once the run has checkpoints)")
 
 
 def _exit(code: int) -> None:

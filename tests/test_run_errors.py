@@ -74,6 +74,24 @@ def test_full_disk_during_training_is_one_line_and_status_failed(tmp_path, monke
     assert status["status"] == "failed" and "No space left" in status["error"]
 
 
+def test_read_only_run_dir_is_one_line_before_anything_runs(tmp_path, monkeypatch):
+    """As root, chmod cannot make a folder read-only: the filesystem's answer is simulated."""
+    import demakeup_dist.train.runlock as runlock
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(runlock.os, "open", read_only)
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "manifest.json").write_text("{}")
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "p1", "--shards", str(tmp_path / "shards"), "--run-dir", str(run_dir)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (f"error: cannot write to {run_dir / 'trainer.lock'}: the filesystem is read-only. "
+                                     "Free space or fix the permissions (or choose another --run-dir), then run the "
+                                     "command again (with --resume latest once the run has checkpoints)")
+
+
 def _status(**fields) -> dict:
     return {"status": "running", "host": "elsewhere", "pid": 1,
             "updated": datetime.now(timezone.utc).isoformat(), **fields}
