@@ -1,6 +1,7 @@
 """De-make-up real photos of any size and format with a trained model.
 
-Pixel pipeline: decode to RGB uint8 as displayed (EXIF rotation applied) -> float32 in [0, 1],
+Pixel pipeline: decode to RGB uint8 exactly as `shard` does for training (`codec.to_rgb`: EXIF rotation
+applied, transparency on white; at most `MAX_PIXELS`) -> float32 in [0, 1],
 ``(1, 3, H, W)`` -> pad bottom/right to a multiple of 32 (the networks halve the size five times) ->
 model -> crop back to ``H x W`` (``4H x 4W`` for the SR head) -> uint8 PNG.
 """
@@ -15,10 +16,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from demakeup_dist.data.codec import UnsupportedImage, to_rgb
 from demakeup_dist.data.loader import unit_float
 
 log = logging.getLogger(__name__)
@@ -26,35 +28,40 @@ log = logging.getLogger(__name__)
 TASKS = ("demakeup", "sr")
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 _SHOW_PROGRESS_ABOVE = 3
+# Largest photo predict takes: the full-resolution activations of a 4096 x 4096 input already need
+# about 4 GB per feature map of 64 channels (float32), and p4's 4x output is 16384 x 16384.
+MAX_PIXELS = 4096 * 4096
+
+
+def _check_size(path: Path, size: tuple[int, int]) -> None:
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise ValueError(
+            f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, more than predict takes "
+            f"({MAX_PIXELS / 1e6:.1f} MP, e.g. 4096x4096): downscale or crop it first"
+        )
 
 
 def load_photo(path: Path) -> np.ndarray:
-    """Decode an image file to uint8 ``(H, W, 3)`` RGB in its displayed orientation.
-
-    Transparent pixels are composited on white: their stored RGB is arbitrary (often black), and a
-    cut-out face is meant to be seen on a light background, as viewers show it. 16-bit grayscale is
-    scaled to 8 bits (Pillow's own conversion would clip it to white). Raises ``ValueError`` naming
-    the file when it is not a readable image, ``FileNotFoundError`` when it does not exist.
+    """Decode an image file to uint8 ``(H, W, 3)`` RGB exactly as `shard` reads it for training
+    (``codec.to_rgb``: displayed orientation, transparency on white, 16-bit scaled). Raises
+    ``ValueError`` naming the file when it is not a readable image or too large (``MAX_PIXELS``),
+    ``FileNotFoundError`` when it does not exist.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)  # also forces the full decode, so truncation shows here
+            _check_size(path, img.size)
+            img.load()  # the full decode, so that truncation shows here
+            return np.array(to_rgb(img), dtype=np.uint8)  # a writable copy, unlike np.asarray
+    except UnsupportedImage as exc:
+        raise ValueError(f"{path}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(
             f"{path}: not a readable image ({exc}); pass PNG, JPEG, WebP, BMP or TIFF photos"
         ) from exc
-    if img.mode.startswith("I"):
-        gray16 = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
-        img = Image.fromarray((gray16 // 257).astype(np.uint8))
-    if img.mode in ("P", "LA", "La", "PA", "RGBa") or "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode == "RGBA":
-        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, img)
-    return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy, unlike np.asarray
 
 
 def photo_to_tensor(photo: np.ndarray) -> Tensor:

@@ -35,7 +35,7 @@ def shard(
 
     Any bad file stops the run with a list of them (nothing is written), unless --skip-bad.
 
-    RGB JPEG/PNG files are stored byte for byte, anything else as a lossless PNG. The set appears in --out only once complete.
+    RGB JPEG/PNG files are stored byte for byte, anything else (other modes, EXIF-rotated, transparent: read as `predict` reads them) as a lossless PNG. The set appears in --out only once complete.
     """
     from demakeup_dist.data.shards import default_out, write_shards
 

@@ -92,7 +92,7 @@ def status(
     target: Optional[str] = typer.Argument(None, metavar="[RUN_DIR|JOB_ID]", help="Default: the newest run in runs/."),
 ) -> None:
     """Where a run stands: Slurm state, epoch/step, last metrics, img/s, ETA, checkpoints, restarts."""
-    from demakeup_dist.launch.status import run_report
+    from demakeup_dist.launch.status import run_report, stale_heartbeat
 
     with user_errors():
         report = run_report(target)
@@ -108,10 +108,14 @@ def status(
     if not st:
         typer.echo("training: not started yet (no status.json)")
     else:
-        typer.echo(f"training: {st.get('status')} - epoch {st.get('epoch')}, "
+        stale = stale_heartbeat(st)
+        state = f"{st.get('status')} (STALE: {stale})" if stale else st.get("status")
+        typer.echo(f"training: {state} - epoch {st.get('epoch')}, "
                    f"step {st.get('step')}/{st.get('total_steps')}, "
                    f"{_num(st.get('img_per_s', '?'))} img/s, ETA {_duration(st.get('eta_s'))}, "
                    f"restarts {st.get('restarts', 0)}, updated {st.get('updated')}")
+        if st.get("error"):
+            typer.echo(f"error:    {st['error']}")
         metrics = st.get("last_metrics") or {}
         if metrics:
             typer.echo("metrics:  " + ", ".join(f"{k} {_num(v)}" for k, v in metrics.items()))

@@ -73,6 +73,8 @@ def train(
     save_every_steps: Optional[int] = typer.Option(None, help="Also checkpoint every N steps (0 = epoch ends only)."),
     num_workers: Optional[int] = typer.Option(None, help="Decoding processes per training process."),
     sets: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
+    allow_other_shards: bool = typer.Option(False, "--allow-other-shards",
+                                            help="Resume even if --shards is not the shard set the run trained on."),
 ) -> None:
     """Train a network on shards with the brief's recipe (AdamW, warm-up + linear decay, MSE x 100).
 
@@ -98,10 +100,15 @@ def train(
     with user_errors():
         run_dir = run_dir or Path("runs") / f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
         try:
-            result = run_training(cfg, shards, run_dir, resume=resume)
+            result = run_training(cfg, shards, run_dir, resume=resume, allow_other_shards=allow_other_shards)
         except NonFiniteLoss as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             _exit(3)
+        except Exception as exc:
+            if (problem := storage_problem(exc, run_dir)) is None:
+                raise
+            typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+            _exit(2)
     typer.echo(f"run dir: {run_dir} ({result.get('status', 'finished')})", err=True)
     _exit(0)
 
@@ -144,6 +151,25 @@ def _resolve_config(model, config_file, run_dir, resume, sets, overrides):
             raise ValueError(f"run dir {run_dir} belongs to model {saved.model!r}, not {model!r}")
         return TrainConfig(**merge(saved.to_dict(), sets, {k: v for k, v in overrides.items() if v is not None}))
     return load_config(model, config_file, sets, **overrides)
+
+
+def storage_problem(exc: BaseException, run_dir: Path) -> str | None:
+    """A one-line explanation when `exc` means the run dir cannot be written (full, read-only, no
+    permission); None for anything else. Libraries wrap the OS error (torch: RuntimeError, safetensors:
+    SafetensorError), so their messages are recognised too."""
+    import errno
+
+    codes = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+             errno.EROFS: "the filesystem is read-only", errno.EACCES: "permission denied"}
+    why = codes.get(getattr(exc, "errno", None))
+    text = str(exc)
+    if why is None and ("No space left" in text or "os error 28" in text):
+        why = codes[errno.ENOSPC]
+    if why is None:
+        return None
+    where = getattr(exc, "filename", None) or run_dir
+    return (f"cannot write to {where}: {why}. Free space or fix the permissions (or choose another --run-dir), "
+            "then run the command again (with --resume latest once the run has checkpoints)")
 
 
 def _exit(code: int) -> None:
@@ -193,7 +219,7 @@ def predict(
     out: Path = typer.Option(..., "--out", help="Folder for NAME_demakeup.png (and NAME_sr4x.png for p4)."),
     model: Optional[str] = typer.Option(None, help=_MODEL_CHECK),
 ) -> None:
-    """De-make-up photos of any size: pads to a multiple of 32, crops back; p4 also writes the 4x image."""
+    """De-make-up photos of any size up to 4096x4096: pads to a multiple of 32, crops back; p4 also writes the 4x image."""
     import torch
 
     from demakeup_dist.predict import predict_files

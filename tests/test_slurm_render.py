@@ -175,7 +175,7 @@ def test_sbatch_quote():
 def test_nasty_paths_are_data_not_code(tmp_path):
     """Run the rendered script (local mode) with a stand-in python that records its arguments."""
     marker = tmp_path / "pwned"
-    run_dir = tmp_path / NASTY
+    run_dir = tmp_path / NASTY.replace("\\", "")  # a backslash is refused in the run dir (see below)
     shards = tmp_path / ("shards " + NASTY)
     argv_file = tmp_path / "argv.json"
     fake_python = tmp_path / "fake python"
@@ -200,6 +200,12 @@ def test_nasty_paths_are_data_not_code(tmp_path):
     # the #SBATCH --output line, parsed the way sbatch does, names a log in the same run dir
     output = directives(script)["output"]
     assert output.startswith('"') and _sbatch_unquote(output) == str(run_dir).replace("%", "%%") + "/slurm-%j.out"
+
+
+def test_backslash_in_run_dir_is_refused_up_front(tmp_path):
+    """Slurm's --output pattern reads a backslash as "expand nothing": the job would find no log dir."""
+    with pytest.raises(ValueError, match=r"--run-dir .*a\\b: Slurm reads a backslash in the log path"):
+        render(opts(tmp_path, run_dir=tmp_path / "a\\b"))
 
 
 def _sbatch_unquote(text: str) -> str:
@@ -316,7 +322,8 @@ def test_status_and_cancel_without_slurm(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run_cli(["status"])  # the newest run under ./runs
     assert result.exit_code == 0, result.output
-    assert "running - epoch 2, step 10/40, 123.4 img/s, ETA 01:02:05, restarts 1" in result.stdout
+    assert "running (STALE: no heartbeat for" in result.stdout  # last updated in 2025
+    assert "- epoch 2, step 10/40, 123.4 img/s, ETA 01:02:05, restarts 1" in result.stdout
     assert "val_psnr 21.5" in result.stdout and "checkpoints: step-00000008\n" in result.stdout
     result = run_cli(["cancel", str(run_dir)])
     assert result.exit_code == 0 and (run_dir / "STOP").exists() and "checkpoint and stop" in result.stdout

@@ -143,8 +143,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(shards, tmp_path, monkeyp
 
     monkeypatch.setattr(step, "restoration_loss", poisoned)
     run_dir = tmp_path / "run"
-    with pytest.raises(NonFiniteLoss, match="at step 3"):
+    with pytest.raises(NonFiniteLoss, match="at step 3") as stopped:
         train(tiny("p1", save_every_steps=1), shards, run_dir)
+    # A resume is exact and meets the NaN again, and it refuses another --lr: the advice is a new run.
+    assert "start a new --run-dir with a lower --lr (this run: 0.01)" in str(stopped.value)
+    assert "and resume" not in str(stopped.value)
     # Steps 1 and 2 were good and saved (the last 2 are kept); the NaN step 3 saved nothing.
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"

@@ -2,8 +2,9 @@
 
 Layout: ``SRC/{train,val,test}/{makeup,non-makeup,high_r}/NAME`` (``hr_image`` is accepted for
 ``high_r``; the HR folder is optional per split). A triplet is one exact file NAME present in every
-folder of its split. Images may be .jpg/.jpeg/.png with any name; they must decode, convert to RGB,
-be square, makeup and non-makeup of one size S (the most common size unless pinned), HR 4S x 4S.
+folder of its split. Images may be .jpg/.jpeg/.png with any UTF-8 name not starting with '.' (hidden
+image files are recorded as skipped); they must decode, read as RGB (`codec.to_rgb`), be square,
+makeup and non-makeup of one size S (the most common size unless pinned), HR 4S x 4S.
 
 `check_dataset` never raises for a bad file: it returns every problem, so the caller can refuse
 with one complete report or skip the bad triplets. It raises only when the layout itself is wrong.
@@ -12,13 +13,14 @@ with one complete report or skip the bad triplets. It raises only when the layou
 from __future__ import annotations
 
 import io
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from demakeup_dist.data.codec import STORED_FORMATS, open_rgb
+from demakeup_dist.data.codec import STORED_FORMATS, UnsupportedImage, is_plain_rgb, to_rgb
 from demakeup_dist.data.pool import parallel_map
 
 SPLITS = ("train", "val", "test")
@@ -66,6 +68,7 @@ class CheckedSplit:
     triplets: list[tuple[Triplet, dict[str, ImageInfo]]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)  # what is wrong: the refusal report
     skipped: list[Problem] = field(default_factory=list)  # every file left out: problems + partners
+    hidden: list[Problem] = field(default_factory=list)  # hidden image files: left out, not an error
 
 
 @dataclass
@@ -148,9 +151,18 @@ def _pair_split(src: Path, split: str) -> tuple[CheckedSplit, list[Triplet]]:
         if not (base / folder).is_dir():
             continue  # every file of the other folders is then reported as missing this partner
         for path in sorted((base / folder).iterdir()):
+            image_name = path.suffix.lower() in IMAGE_SUFFIXES
             if path.name.startswith("."):  # .DS_Store, editor swap files: not part of the data
+                if image_name:  # but a hidden photo is recorded, so that it does not vanish unnoticed
+                    checked.hidden.append(Problem(_short(path), "hidden file (the name starts with '.'): "
+                                                                "left out; rename it to include it"))
                 continue
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            if not _is_utf8(path.name):  # the manifest and the shards store names as UTF-8
+                checked.problems.append(Problem(_printable(_short(path)), "the file name is not valid UTF-8 "
+                                                                          "(shown with \\x escapes): rename it"))
+            elif path.is_symlink() and not path.exists():
+                checked.problems.append(Problem(_short(path), f"broken symbolic link (to {os.readlink(path)})"))
+            elif path.is_file() and image_name:
                 listed[role].add(path.name)
             else:
                 kind = "a folder" if path.is_dir() else f"extension '{path.suffix}'"
@@ -165,8 +177,20 @@ def _pair_split(src: Path, split: str) -> tuple[CheckedSplit, list[Triplet]]:
             checked.problems += [Problem(_short(path), reason) for path in files.values()]
         else:
             triplets.append(Triplet(name, files))
-    checked.skipped = list(checked.problems)
+    checked.skipped = checked.problems + checked.hidden
     return checked, triplets
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")  # undecodable bytes of a file name arrive as lone surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _check_triplet(triplet: Triplet) -> tuple[dict[str, ImageInfo], list[Problem]]:
@@ -189,14 +213,17 @@ def inspect_image(path: Path) -> ImageInfo:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.verify()  # structural checks (PNG CRCs) that a plain decode skips
-            fmt, mode = image.format, image.mode
-        rgb = open_rgb(data)
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            stored = image.format in STORED_FORMATS and is_plain_rgb(image)
+            fmt, size = image.format, to_rgb(image).size
     except UnidentifiedImageError:
         raise ValueError("not an image (Pillow cannot identify the file's format)") from None
+    except UnsupportedImage as exc:
+        raise ValueError(f"unsupported: {exc}") from None
     except Exception as exc:  # decoders raise many types (OSError, SyntaxError, struct.error...)
         raise ValueError(f"undecodable ({type(exc).__name__}: {exc})") from None
-    stored = fmt in STORED_FORMATS and mode == "RGB"
-    return ImageInfo(rgb.size, STORED_FORMATS[fmt] if stored else "png", convert=not stored)
+    return ImageInfo(size, STORED_FORMATS[fmt] if stored else "png", convert=not stored)
 
 
 def _size_problems(triplet: Triplet, infos: dict[str, ImageInfo], size: int, pinned: bool) -> list[Problem]:

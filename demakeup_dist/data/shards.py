@@ -4,8 +4,8 @@ A shard set is a folder ``OUT/`` holding ``{split}-{index:06d}.tar`` and ``manif
 a split (0-based, in file-name order) has the key ``f"{i:06d}"`` (not the file name: webdataset splits
 keys at dots) and the members ``KEY.makeup.EXT``, ``KEY.non_makeup.EXT``, ``KEY.hr.EXT`` (splits with
 HR only) and ``KEY.name.txt`` (the original file name, UTF-8). EXT is ``jpg`` or ``png`` and names the
-format: JPEG/PNG files that are already RGB are stored byte for byte, anything else as a lossless PNG of
-its RGB conversion. Tars are written with a fixed mtime, so the same dataset gives the same bytes.
+format: JPEG/PNG files whose stored pixels already are the picture (`codec.is_plain_rgb`) are stored byte
+for byte, anything else as a lossless PNG of `codec.to_rgb`'s reading. Tars are written with a fixed mtime, so the same dataset gives the same bytes.
 
 Nothing half-written looks complete: everything goes to ``OUT.tmp-*`` and is renamed to ``OUT`` at the
 end; ``manifest.json`` is the mark of a complete set.
@@ -162,6 +162,16 @@ def _write_shard(job: _ShardJob) -> dict[str, Any]:
 def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def shard_set_id(manifest: dict[str, Any]) -> str:
+    """The identity of a shard set's content: a checksum of its image size and shard checksums. Tars are
+    written reproducibly, so re-sharding the same data gives the same id, while any other content,
+    size or split assignment gives another (the manifest's date and source path do not count)."""
+    content = {"image_size": manifest["image_size"],
+               "splits": {name: [s["sha256"] for s in split["shards"]]
+                          for name, split in sorted(manifest["splits"].items())}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def _manifest(dataset: CheckedDataset, shards: dict[str, list[dict]], samples_per_shard: int) -> dict[str, Any]:

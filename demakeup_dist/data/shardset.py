@@ -1,8 +1,9 @@
 """A shard set opened once: its manifest, its splits, its identity, and where every image lies in the tars.
 
 `ShardSet.open(folder)` reads `manifest.json` once; the training loop, the reader and the resident
-cache all take the object, so nothing re-parses the manifest per epoch. `identity` is the sha256 of
-the manifest's bytes: the manifest lists every shard's sha256, so equal identities mean equal data.
+cache all take the object, so nothing re-parses the manifest per epoch. `identity` is
+`shards.shard_set_id`: a checksum of the content (image size, every shard's sha256), the same for a
+re-sharding of the same data, different for any other content.
 
 `member_index(split)` scans the tar headers of a split once (512-byte reads, no image bytes) and
 records each member's byte range, so a reader can fetch exactly the samples it needs with `pread`
@@ -11,7 +12,6 @@ instead of streaming whole shards (see data/loader.py).
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from demakeup_dist.data.scan import ROLES
-from demakeup_dist.data.shards import MANIFEST, file_sha256, load_manifest
+from demakeup_dist.data.shards import MANIFEST, file_sha256, load_manifest, shard_set_id
 
 MEMBERS = (*ROLES, "name")  # columns of a MemberIndex; "name" is the name.txt member
 
@@ -57,7 +57,7 @@ class ShardSet:
     def __init__(self, root: Path):
         self.root = Path(root)
         self.manifest = load_manifest(self.root)
-        self.identity = hashlib.sha256((self.root / MANIFEST).read_bytes()).hexdigest()
+        self.identity = shard_set_id(self.manifest)
         self.image_size: int = self.manifest["image_size"]
         self.hr_size: int | None = self.manifest["hr_size"]
         self._indexes: dict[str, MemberIndex] = {}

@@ -147,6 +147,11 @@ def validate(opts: JobOptions) -> Layout:
     for flag, path in (("--shards", opts.shards), ("--run-dir", opts.run_dir), ("--config", opts.config)):
         if path is not None and "\n" in str(path):
             raise ValueError(f"{flag}: a path with a line break cannot be passed to sbatch; rename it")
+    if "\\" in str(opts.run_dir):
+        # The log path (#SBATCH --output) is a Slurm filename pattern, where a backslash switches off
+        # the %j expansion: the job would start without its log, and nothing would say why.
+        raise ValueError(f"--run-dir {opts.run_dir}: Slurm reads a backslash in the log path as an escape; "
+                         "choose a run dir path without '\\'")
     for arg in opts.train_args:
         option = arg.split("=", 1)[0]
         if option in RESERVED_TRAIN_OPTIONS:

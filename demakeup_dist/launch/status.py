@@ -9,15 +9,21 @@ ended) and sacct (when the cluster keeps accounting); without Slurm only the run
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from demakeup_dist.launch.submit import RECORD_NAME
 from demakeup_dist.train.tracking import read_status
 
+# A running trainer rewrites status.json every `log_every` steps and after each evaluation; silence
+# for this long means it most likely died without a chance to say so (kill -9, node failure).
+STALE_AFTER_S = 15 * 60
 ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED",
                  "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT"}
 
@@ -87,6 +93,35 @@ def run_report(target: str | None, runs_root: Path = Path("runs")) -> RunReport:
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
     logs = sorted(run_dir.glob("slurm-*.out"), key=lambda p: p.stat().st_mtime)
     return RunReport(run_dir, job, status, checkpoints, logs[-1] if logs else None)
+
+
+def stale_heartbeat(status: dict, now: datetime | None = None) -> str | None:
+    """Why a status that says "running" cannot be believed, in words; None when it can."""
+    if status.get("status") != "running":
+        return None
+    pid, host = status.get("pid"), status.get("host")
+    if isinstance(pid, int) and host == socket.gethostname() and not _alive(pid):
+        return f"its trainer (pid {pid} on this host) is gone"
+    try:
+        updated = datetime.fromisoformat(status["updated"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if updated.tzinfo is None:  # the trainer writes UTC
+        updated = updated.replace(tzinfo=timezone.utc)
+    age = ((now or datetime.now(timezone.utc)) - updated).total_seconds()
+    if age > STALE_AFTER_S:
+        return f"no heartbeat for {int(age // 60)} min (the trainer may have died; see train.log)"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def cancel(target: str, now: bool = False, runs_root: Path = Path("runs")) -> str:

@@ -2,43 +2,92 @@
 
 Layout under RUN_DIR:
   checkpoints/step-00001234/   one complete accelerate state (model, optimizer, scheduler, RNG of every
-                               rank, and `TrainState`: epoch, step in epoch, global step, best PSNR)
+                               rank) and train_state.json (`TrainState`: where the run is, as plain JSON)
   checkpoints/step-*.tmp/      a save in progress; never read, removed by the next save
   best.safetensors, model.safetensors   weights only, self-describing: see demakeup_dist.weights
 
 A checkpoint directory appears under its final name only after every rank finished writing it (rename
 of a temporary directory), so a run killed at any moment leaves either the old or the new checkpoint,
-never a partial one that looks complete.
+never a partial one that looks complete. Checkpoints are read back only through `safe_load`, which
+runs no code from them; a damaged latest one is passed over for the previous one (`rundir`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 
+from demakeup_dist.train.safe_load import CorruptCheckpoint, check_files, safe_torch_load, weights_only_loads
+
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
+STATE_FILE = "train_state.json"
+_LEGACY_STATE_FILE = "custom_checkpoint_0.pkl"  # checkpoints written before train_state.json
 
 
 @dataclass
 class TrainState:
-    """Where the run is, saved inside every checkpoint (accelerate `register_for_checkpointing`)."""
+    """Where the run is, saved as plain JSON inside every checkpoint."""
 
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
     best_val_psnr: float = float("-inf")
     best_epoch: int = -1
+    # The epoch's train-loss sum over all ranks and its step count so far, so that the epoch's mean
+    # still covers every step when the run resumes mid-epoch.
+    loss_sum: float = 0.0
+    loss_steps: int = 0
+    shards_id: str = ""
+    """`shards.shard_set_id` of the data the run trains on; a resume onto other data is refused."""
 
     def state_dict(self) -> dict:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
+        known = {f.name for f in fields(self)}
         for key, value in state.items():
-            setattr(self, key, value)
+            if key in known:
+                setattr(self, key, value)
+
+
+def read_train_state(checkpoint: Path) -> TrainState:
+    """The TrainState stored in a checkpoint folder; CorruptCheckpoint when it is missing or damaged."""
+    checkpoint = Path(checkpoint)
+    state = TrainState()
+    path = checkpoint / STATE_FILE
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CorruptCheckpoint(f"{path} is damaged ({exc})") from None
+    elif (checkpoint / _LEGACY_STATE_FILE).is_file():
+        data = safe_torch_load(checkpoint / _LEGACY_STATE_FILE)
+    else:
+        raise CorruptCheckpoint(f"{checkpoint} has no {STATE_FILE}: not a complete demakeup checkpoint")
+    if not isinstance(data, dict):
+        raise CorruptCheckpoint(f"{path} does not hold a training state")
+    state.load_state_dict(data)
+    return state
+
+
+def check_checkpoint(checkpoint: Path) -> TrainState:
+    """Read a whole checkpoint folder without loading it anywhere: its TrainState, or CorruptCheckpoint /
+    UnsafeCheckpoint naming the bad file."""
+    state = read_train_state(checkpoint)
+    check_files(checkpoint)
+    return state
+
+
+def load_checkpoint(accelerator, checkpoint: Path, state: TrainState) -> None:
+    """Restore model, optimizer, scheduler, RNG and `state` from a folder `check_checkpoint` accepted."""
+    with weights_only_loads():
+        accelerator.load_state(str(checkpoint))
+    state.load_state_dict(read_train_state(checkpoint).state_dict())
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -59,17 +108,19 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(accelerator, run_dir: Path, global_step: int, keep: int) -> Path:
+def save_checkpoint(accelerator, run_dir: Path, state: TrainState, keep: int) -> Path:
     """Collective: every rank must call it. Returns the final directory."""
     root = checkpoint_dir(run_dir)
-    final = root / f"step-{global_step:08d}"
-    tmp = root / f"step-{global_step:08d}.tmp"
+    final = root / f"step-{state.global_step:08d}"
+    tmp = root / f"step-{state.global_step:08d}.tmp"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.glob("*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps(state.state_dict()), encoding="utf-8")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if final.exists():

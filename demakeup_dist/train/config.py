@@ -9,6 +9,7 @@ the key and the type it needs.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -115,10 +116,21 @@ class TrainConfig:
             (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
             (self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
             (self.num_workers is None or self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            (self.log_every >= 1, f"log_every must be >= 1 (steps between progress lines), got {self.log_every}"),
+            (self.stop_check_every >= 1, f"stop_check_every must be >= 1 (steps between stop checks), "
+                                         f"got {self.stop_check_every}"),
+            *((math.isfinite(v), f"{k} must be a finite number, got {v}") for k, v in self._floats()),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def _floats(self):
+        for f in dataclasses.fields(self):
+            values = getattr(self, f.name)
+            for value in values if isinstance(values, tuple) else (values,):
+                if isinstance(value, float):
+                    yield f.name, value
 
     def resolved_num_workers(self, local_processes: int) -> int:
         """JPEG decoding of the 896x896 targets needs several cores per GPU; leave one for the trainer."""

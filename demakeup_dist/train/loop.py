@@ -28,10 +28,11 @@ from demakeup_dist.train.distributed import StopRequest, make_accelerator, resol
 from demakeup_dist.train.evaluation import evaluate, sample_panel
 from demakeup_dist.train.recipe import make_optimizer, make_scheduler
 from demakeup_dist.train.rundir import (
-    check_resume_compatible, check_same_model, resolve_resume, saved_config, truncate_metrics,
+    check_resume_compatible, check_same_model, check_same_shards, resolve_resume, saved_config, truncate_metrics,
 )
+from demakeup_dist.train.runlock import RunLock
 from demakeup_dist.train.tracking import (
-    RunTracker, Throughput, log, read_status, setup_logging, write_json_atomic,
+    RunTracker, Throughput, failures_recorded, log, read_status, setup_logging, write_json_atomic,
 )
 from demakeup_dist.train.step import ModelLoss, TrainStep, compile_module, plain_state_dict
 from demakeup_dist.weights import describe, load_trained, save_weights
@@ -41,14 +42,26 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
 
 
-def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None = None) -> dict:
-    """Train `config.model` on `shards` into `run_dir`. Returns the test metrics (rank 0; {} elsewhere)."""
-    shard_set, run_dir = ShardSet.open(shards), Path(run_dir)
-    start_from = resolve_resume(run_dir, resume)
+def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None = None,
+          allow_other_shards: bool = False) -> dict:
+    """Train `config.model` on `shards` into `run_dir`. Returns the test metrics (rank 0; {} elsewhere).
+
+    `allow_other_shards`: resume even though `shards` is not the shard set the checkpoint trained on.
+    """
+    with RunLock(run_dir, enabled=os.environ.get("RANK", "0") == "0"), failures_recorded(run_dir):
+        return _train(config, ShardSet.open(shards), Path(run_dir), resume, allow_other_shards)
+
+
+def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str | None,
+           allow_other_shards: bool) -> dict:
+    shards, shards_id = shard_set.root, shard_set.identity
     if resume == "auto" and read_status(run_dir).get("status") == "finished":
         return {"status": "finished"}
+    resume_point = resolve_resume(run_dir, resume)
+    start_from = resume_point and resume_point.checkpoint
     if start_from is not None:
         check_resume_compatible(saved_config(run_dir), config, run_dir)
+        check_same_shards(resume_point.state, shards_id, shards, allow_other_shards)
     else:
         check_same_model(run_dir, config.model)
 
@@ -108,10 +121,12 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     model, optimizer, scheduler = accelerator.prepare(model_loss, optimizer, scheduler)
     # DeepSpeed clips inside its engine (gradient_clipping in its config).
     train_step = TrainStep(accelerator, model, optimizer, scheduler, tasks, 0 if deepspeed else config.grad_clip_norm)
-    state = ckpt.TrainState()
-    accelerator.register_for_checkpointing(state)
+    state = ckpt.TrainState(shards_id=shards_id)
     if start_from is not None:
-        accelerator.load_state(str(start_from))
+        for warning in resume_point.passed_over:
+            log.warning("warning: %s", warning)
+        ckpt.load_checkpoint(accelerator, start_from, state)
+        state.shards_id = shards_id
         if is_main:
             truncate_metrics(run_dir, state.global_step)
         log.info("resumed from %s: epoch %d, step %d of the epoch", start_from, state.epoch, state.step_in_epoch)
@@ -125,7 +140,10 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     baselines: dict[str, float] = {}
 
     def save(reason: str) -> None:
-        path = ckpt.save_checkpoint(accelerator, run_dir, state.global_step, config.keep_checkpoints)
+        mid_epoch = state.step_in_epoch > 0
+        state.loss_sum = reduce_sum(loss_sum).item() if mid_epoch else 0.0
+        state.loss_steps = loss_steps if mid_epoch else 0
+        path = ckpt.save_checkpoint(accelerator, run_dir, state, config.keep_checkpoints)
         log.info("checkpoint %s (%s)", path.name, reason)
 
     def status(kind: str, **extra) -> None:
@@ -138,7 +156,10 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
             model.train()
             epoch_start = time.perf_counter()
             batches = feed.train(seed=config.seed, epoch=epoch, start_step=state.step_in_epoch)
-            loss_sum, loss_steps = torch.zeros((), device=device), 0
+            # A resumed epoch continues the loss sum of its steps before the checkpoint (rank 0 holds it).
+            carried = state.loss_sum if accelerator.is_main_process else 0.0
+            loss_sum, loss_steps = torch.tensor(carried, device=device), state.loss_steps
+            state.loss_sum, state.loss_steps = 0.0, 0
             window_loss, window_steps = torch.zeros((), device=device), 0
             meter.reset()
             for step_in_epoch in range(state.step_in_epoch, steps_per_epoch):
@@ -159,7 +180,8 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
                         tracker.finish()
                         raise NonFiniteLoss(
                             f"loss became NaN/inf at step {state.global_step} (epoch {epoch}); the last good "
-                            f"checkpoint is kept in {ckpt.checkpoint_dir(run_dir)}: lower --lr and resume or restart"
+                            f"checkpoint is kept in {ckpt.checkpoint_dir(run_dir)}, but a resume is exact and would "
+                            f"meet it again: start a new --run-dir with a lower --lr (this run: {config.lr:g})"
                         )
                     if stop_now:
                         save(f"stop requested ({stop.signalled or 'STOP file'})")

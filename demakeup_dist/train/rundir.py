@@ -1,13 +1,17 @@
-"""Run-dir rules: which checkpoint to resume from, and which config changes a resume may make."""
+"""Run-dir rules: which checkpoint to resume from, and which config and data changes a resume may make."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from demakeup_dist.train.checkpoint import latest_checkpoint
+from demakeup_dist.train.checkpoint import (
+    TrainState, check_checkpoint, checkpoint_dir, latest_checkpoint, list_checkpoints,
+)
 from demakeup_dist.train.config import TrainConfig, config_from_file
+from demakeup_dist.train.safe_load import CorruptCheckpoint
 from demakeup_dist.train.tracking import read_status
 
 RESUME_MODES = ("auto", "latest")
@@ -20,8 +24,21 @@ RESUME_MAY_CHANGE = {
 }
 
 
-def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
-    """The checkpoint directory to start from, or None for a fresh start (`auto` with no checkpoint)."""
+@dataclass
+class ResumePoint:
+    checkpoint: Path
+    state: TrainState
+    passed_over: list[str] = field(default_factory=list)
+    """Why each newer checkpoint was unusable: the run should warn about them."""
+
+
+def resolve_resume(run_dir: Path, resume: str | None) -> ResumePoint | None:
+    """The checkpoint to start from, or None for a fresh start (`auto` with no checkpoint).
+
+    Every file of the chosen checkpoint has been read (`check_checkpoint`). With auto / latest, a
+    damaged newest checkpoint (a crash or a full disk while saving) is passed over for the newest
+    complete one; a tampered one (UnsafeCheckpoint) stops the resume.
+    """
     run_dir = Path(run_dir)
     latest = latest_checkpoint(run_dir)
     if resume is None:
@@ -33,19 +50,37 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
         if read_status(run_dir).get("status") == "finished":
             raise ValueError(f"run dir {run_dir} holds a finished run: choose a new --run-dir")
         return None
-    if resume == "auto":
-        return latest
-    if resume == "latest":
+    if resume == "auto" and latest is None:
+        return None
+    if resume in RESUME_MODES:
         if latest is None:
             raise FileNotFoundError(
                 f"--resume latest: no checkpoint in {run_dir / 'checkpoints'}; start without --resume "
                 "(or with --resume auto, which starts fresh when there is none)"
             )
-        return latest
+        return _newest_complete(run_dir)
     path = Path(resume)
-    if not (path / "custom_checkpoint_0.pkl").is_file() and not any(path.glob("custom_checkpoint_0.*")):
+    if not path.is_dir():
         raise FileNotFoundError(f"--resume {resume}: not a checkpoint directory (expected RUN_DIR/checkpoints/step-*)")
-    return path
+    if path.resolve().parent != checkpoint_dir(run_dir).resolve():
+        raise ValueError(
+            f"--resume {resume} is a checkpoint of run dir {path.resolve().parent.parent}, not of --run-dir "
+            f"{run_dir}: to continue that run, pass --run-dir {path.resolve().parent.parent}"
+        )
+    return ResumePoint(path, check_checkpoint(path))
+
+
+def _newest_complete(run_dir: Path) -> ResumePoint:
+    damaged: list[str] = []
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return ResumePoint(path, check_checkpoint(path), damaged)
+        except CorruptCheckpoint as exc:
+            damaged.append(f"checkpoint {path.name} is unusable, so the previous one is used: {exc}")
+    raise ValueError(
+        f"every checkpoint in {checkpoint_dir(run_dir)} is damaged:\n  " + "\n  ".join(damaged)
+        + "\nstart a new --run-dir"
+    )
 
 
 def saved_config(run_dir: Path) -> TrainConfig | None:
@@ -61,8 +96,13 @@ def check_same_model(run_dir: Path, model: str) -> None:
         )
 
 
-def check_resume_compatible(saved: TrainConfig, new: TrainConfig, run_dir: Path) -> None:
+def check_resume_compatible(saved: TrainConfig | None, new: TrainConfig, run_dir: Path) -> None:
     """Refuse a resume that would silently train a different thing than the checkpoint holds."""
+    if saved is None:
+        raise FileNotFoundError(
+            f"{Path(run_dir) / 'config.yaml'} is missing, so the settings its checkpoints were trained "
+            "with are unknown: put it back (e.g. from a copy or the wandb run), or start a new --run-dir"
+        )
     check_same_model(run_dir, new.model)
     old, cur = dataclasses.asdict(saved), dataclasses.asdict(new)
     changed = {k: (old[k], cur[k]) for k in old if k not in RESUME_MAY_CHANGE and old[k] != cur[k]}
@@ -71,6 +111,16 @@ def check_resume_compatible(saved: TrainConfig, new: TrainConfig, run_dir: Path)
         raise ValueError(
             f"cannot resume {run_dir}: the config differs from the checkpoint's ({diff}). "
             "Resume without these options, or start a new --run-dir"
+        )
+
+
+def check_same_shards(state: TrainState, shards_id: str, shards: Path, allow_other: bool) -> None:
+    """Refuse to continue a run on another shard set than it trained on, unless asked explicitly."""
+    if state.shards_id and state.shards_id != shards_id and not allow_other:
+        raise ValueError(
+            f"the checkpoint was trained on another shard set (id {state.shards_id[:12]}) than --shards "
+            f"{shards} (id {shards_id[:12]}): resume with the run's own shards, or pass --allow-other-shards "
+            "to continue on these on purpose"
         )
 
 

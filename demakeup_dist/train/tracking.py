@@ -8,11 +8,13 @@ the netrc of `wandb login`, its settings files).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import secrets
+import socket
 import sys
 import time
 from datetime import datetime, timezone
@@ -128,7 +130,8 @@ class RunTracker:
     def update_status(self, **fields: Any) -> None:
         if not self.is_main:
             return
-        self.status.update(fields, restarts=self.restarts, updated=datetime.now(timezone.utc).isoformat())
+        self.status.update(fields, restarts=self.restarts, updated=datetime.now(timezone.utc).isoformat(),
+                           host=socket.gethostname(), pid=os.getpid())
         write_json_atomic(self.run_dir / "status.json", self.status)
 
     def finish(self, summary: dict[str, Any] | None = None) -> None:
@@ -140,6 +143,26 @@ class RunTracker:
             self.wandb_run = None
             if offline:
                 log.info("wandb: offline run saved; upload it with: wandb sync %s", sync_dir)
+
+
+@contextlib.contextmanager
+def failures_recorded(run_dir: Path):
+    """Whatever ends the block with an exception (a bug, Ctrl-C, a full disk) turns the status this
+    process reported as "running" into "failed" with the error, so that no dead run says "running"."""
+    try:
+        yield
+    except BaseException as exc:
+        path = Path(run_dir) / "status.json"
+        with contextlib.suppress(OSError, ValueError):
+            status = read_status(run_dir)
+            if status.get("status") == "running" and status.get("pid") == os.getpid():
+                error = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__).splitlines()[0]
+                try:
+                    write_json_atomic(path, {**status, "status": "failed", "error": error,
+                                             "updated": datetime.now(timezone.utc).isoformat()})
+                except OSError as write_error:  # a full disk may refuse even this small file
+                    log.warning("warning: could not record the failure in %s (%s)", path, write_error.strerror)
+        raise
 
 
 class Throughput:
