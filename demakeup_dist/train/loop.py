@@ -9,6 +9,7 @@ val, keep the best weights, checkpoint. At the end: the best weights are evaluat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -23,6 +24,7 @@ from demakeup_dist.models import build_model, model_tasks
 from demakeup_dist.train import checkpoint as ckpt
 from demakeup_dist.train.config import TrainConfig, save_config
 from demakeup_dist.train.distributed import StopRequest, make_accelerator, resolve_precision
+from demakeup_dist.train.ema import WeightEMA
 from demakeup_dist.train.evaluation import evaluate, sample_panel
 from demakeup_dist.train.recipe import make_optimizer, make_scheduler
 from demakeup_dist.train.rundir import (
@@ -97,7 +99,7 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     deepspeed = config.strategy == "deepspeed"
     input_dtype = torch.bfloat16 if deepspeed and precision == "bf16" else None
     weights = {"demakeup": config.demakeup_loss_weight, "sr": config.sr_loss_weight}
-    model_loss = ModelLoss(net, weights, config.loss_scale, input_dtype)
+    model_loss = ModelLoss(net, weights, config.loss_scale, input_dtype, loss=config.loss)
     if config.compile:
         compile_module(model_loss, config.compile_mode)
     optimizer = make_optimizer(net, config, fused=device.type == "cuda" and config.strategy == "ddp")
@@ -107,6 +109,10 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
     train_step = TrainStep(accelerator, model, optimizer, scheduler, tasks, 0 if deepspeed else config.grad_clip_norm)
     state = ckpt.TrainState()
     accelerator.register_for_checkpointing(state)
+    # The weight average (config ema_decay) is evaluated and saved as best; it resumes with the run.
+    ema = WeightEMA(net, config.ema_decay) if config.ema_decay else None
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
     if start_from is not None:
         accelerator.load_state(str(start_from))
         if is_main:
@@ -144,6 +150,8 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
                 batch = next(batches)
                 meter.data_wait += time.perf_counter() - waited
                 loss = train_step(batch)
+                if ema is not None:
+                    ema.update()
 
                 state.step_in_epoch, state.global_step = step_in_epoch + 1, state.global_step + 1
                 meter.images += config.batch_size
@@ -186,19 +194,21 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 train_loss = (reduce_sum(loss_sum) / (max(loss_steps, 1) * world)).item()
                 train_s = time.perf_counter() - epoch_start
-                val, first = evaluate(eval_model, feed.eval("val"), tasks, device, reduce_sum, accelerator.autocast,
-                                      baselines=not baselines, input_dtype=input_dtype)
+                with ema.swapped() if ema is not None else contextlib.nullcontext():
+                    val, first = evaluate(eval_model, feed.eval("val"), tasks, device, reduce_sum,
+                                          accelerator.autocast, baselines=not baselines, input_dtype=input_dtype)
+                    improved = val["psnr"] > state.best_val_psnr  # the same on every rank (reduced)
+                    best = _weights(accelerator, model) if improved else None
                 baselines = baselines or {k: v for k, v in val.items() if k.startswith(("identity", "bicubic"))}
                 # Wall seconds of this process's epoch (since its start or resume), training + validation.
                 record = {"epoch": epoch + 1, "step": state.global_step, "train_loss": train_loss,
                           "lr": scheduler.get_last_lr()[0], "train_s": train_s,
                           "epoch_s": time.perf_counter() - epoch_start,
-                          **{f"val_{k}": v for k, v in val.items() if not k.startswith(("identity", "bicubic"))}}
-                improved = record["val_psnr"] > state.best_val_psnr  # the same on every rank (reduced)
+                          **{f"val_{k}": v for k, v in val.items() if not k.startswith(("identity", "bicubic"))},
+                          "val_identity_psnr": baselines["identity_psnr"]}  # the line a val-PSNR plot compares with
                 images = {}
                 if improved:
                     state.best_val_psnr, state.best_epoch = record["val_psnr"], epoch + 1
-                    best = _weights(accelerator, model)
                     if is_main:
                         ckpt.save_weights(best, run_dir / "best.safetensors",
                                           {"model": config.model, "epoch": str(epoch + 1)})
@@ -232,7 +242,7 @@ def evaluate_best(config, run_dir, accelerator, test_batches, tasks, reduce_sum,
     net = build_model(config.model, **config.model_args).to(accelerator.device)
     net.load_state_dict(ckpt.load_weights(run_dir / "best.safetensors"))
     metrics, _ = evaluate(net, test_batches, tasks, accelerator.device, reduce_sum, accelerator.autocast,
-                          baselines=True)
+                          baselines=True, flip_ensemble=config.flip_ensemble)
     results = {"model": config.model, "split": "test", "best_epoch": best_epoch, **metrics}
     if accelerator.is_main_process:
         write_json_atomic(Path(run_dir) / "results.json", results)
@@ -241,8 +251,9 @@ def evaluate_best(config, run_dir, accelerator, test_batches, tasks, reduce_sum,
 
 
 def _weights(accelerator, model) -> dict[str, torch.Tensor]:
-    """The network's plain state dict (gathers ZeRO-3 shards; strips ModelLoss's and torch.compile's prefixes)."""
-    return plain_state_dict(accelerator.get_state_dict(model))
+    """A CPU copy of the network's plain state dict (gathers ZeRO-3 shards; strips ModelLoss's and
+    torch.compile's prefixes). A copy: the EMA swap puts the network's own weights back afterwards."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in plain_state_dict(accelerator.get_state_dict(model)).items()}
 
 
 def _hms(seconds: float) -> str:
