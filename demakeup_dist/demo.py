@@ -170,12 +170,12 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
     from demakeup_dist.report import load_experiment
     from demakeup_dist.train.config import load_config, save_config
 
+    if seeds < 1:
+        raise ValueError(f"--seeds {seeds}: must be at least 1")
     shards, out, clock = Path(shards).resolve(), Path(out), clock or PhaseClock()
     load_manifest(shards)  # a clear error now rather than in the first training
     if nproc < 1:
         raise ValueError(f"--nproc {nproc}: must be at least 1")
-    if seeds < 1:
-        raise ValueError(f"--seeds {seeds}: must be at least 1")
     earlier = load_experiment(out)
     if earlier.get("shards", str(shards)) != str(shards):
         raise ValueError(f"--out {out} holds runs trained on {earlier['shards']}, not {shards}: "

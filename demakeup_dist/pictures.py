@@ -16,7 +16,7 @@ LABEL_HEIGHT = 14  # px of the grid's header row holding the column names
 COLOURS = {"p1": (31, 119, 180), "p2": (255, 127, 14), "p3": (44, 160, 44), "p4": (214, 39, 40),
            "identity": (90, 90, 90)}
 PLOT_SIZE = (640, 400)
-MARGIN = (56, 16, 16, 36)  # left, top, right, bottom (room for the tick labels)
+MARGIN = (56, 24, 16, 36)  # left, top, right, bottom (room for the tick labels)
 
 
 def grid_columns(models) -> list[str]:

@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--base", nargs="*", default=[])
     parser.add_argument("--variant", action="append", required=True)
+    parser.add_argument("--summary-only", action="store_true", help="tabulate the finished runs, train nothing")
     args = parser.parse_args()
     base = parse_assignments(",".join(args.base))
     variants = {}
@@ -79,30 +80,36 @@ def main() -> None:
             # One file per run, so that several processes can fill one OUT with different variants.
             run_dir = args.out / name / f"seed-{seed}"
             done = run_dir / "lever.json"
-            if not done.is_file():
+            if not done.is_file() and not args.summary_only:
                 done.write_text(json.dumps(train_one(args.model, overrides, seed, args.shards, run_dir)))
-            results[f"{name}/seed-{seed}"] = json.loads(done.read_text())
+            if done.is_file():
+                results[f"{name}/seed-{seed}"] = json.loads(done.read_text())
     args.out.joinpath("levers.json").write_text(json.dumps(results, indent=1))
-    args.out.joinpath("levers.md").write_text(summarise(variants, seeds, results, args.model))
+    args.out.joinpath("levers.md").write_text(summarise(variants, results, args.model))
     print(args.out.joinpath("levers.md").read_text())
 
 
-def summarise(variants: dict, seeds: list[int], results: dict, model: str) -> str:
+def summarise(variants: dict, results: dict, model: str) -> str:
+    """The table over the finished runs of each variant (the seeds they have)."""
     metrics = [("psnr", "test PSNR"), ("flip_psnr", "test PSNR, flip ensemble"), ("ssim", "test SSIM")]
     if model == "p4":
         metrics.append(("psnr_sr", "SR PSNR"))
-    identity = spread(results[f"{next(iter(variants))}/seed-{s}"]["identity_psnr"] for s in seeds)
-    lines = [f"{model}, seeds {','.join(map(str, seeds))}; identity baseline {identity.mean:.2f} dB", "",
-             "| variant | " + " | ".join(label for _, label in metrics) + " | PSNR vs first variant |",
-             "|---|" + "---:|" * (len(metrics) + 1)]
+    identity = next(iter(results.values()))["identity_psnr"]
+    lines = [f"{model}; identity baseline {identity:.2f} dB (test)", "",
+             "| variant | seeds | " + " | ".join(label for _, label in metrics) + " | flip - plain (same weights) | PSNR vs first variant |",
+             "|---|---|" + "---:|" * (len(metrics) + 2)]
     first = None
     for name in variants:
+        seeds = [key.split("seed-")[1] for key in results if key.startswith(f"{name}/")]
+        if not seeds:
+            continue
         runs = [results[f"{name}/seed-{s}"] for s in seeds]
         cells = [spread(r[key] for r in runs) for key, _ in metrics]
         first = first or cells[0]
         diff = difference(first, cells[0])
-        lines.append(f"| {name} | " + " | ".join(str(c) if key != "ssim" else f"{c.mean:.4f}"
-                                                  for c, (key, _) in zip(cells, metrics))
+        lines.append(f"| {name} | {','.join(seeds)} | " + " | ".join(str(c) if key != "ssim" else f"{c.mean:.4f}"
+                                                                     for c, (key, _) in zip(cells, metrics))
+                     + f" | {spread(r['flip_psnr'] - r['psnr'] for r in runs).mean:+.3f} dB"
                      + f" | {diff} ({'clear' if diff.clear else 'within noise'}) |")
     return "\n".join(lines) + "\n"
 

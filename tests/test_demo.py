@@ -175,6 +175,8 @@ def test_cli_bad_input_gets_clear_errors(tmp_path):
     assert result.exit_code == 2 and "--local" in result.output and "--gpus" in result.output
     result = runner.invoke(app, ["experiment", "--shards", str(tmp_path), "--local"])
     assert result.exit_code == 2 and "manifest.json" in result.output
+    result = runner.invoke(app, ["experiment", "--shards", str(tmp_path), "--local", "--seeds", "0"])
+    assert result.exit_code == 2 and "--seeds 0: must be at least 1" in result.output
     result = runner.invoke(app, ["experiment", "--report-only", "--out", str(tmp_path), "--models", "p1,p7"])
     assert result.exit_code == 2 and "--models" in result.output
     (tmp_path / "keep.txt").write_text("not a demo")

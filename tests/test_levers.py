@@ -120,3 +120,13 @@ def test_ema_is_checkpointed_resumed_exactly_and_saved_as_best(shards, tmp_path,
     last = [torch.load(run / "checkpoints" / "step-00000006" / "custom_checkpoint_1.pkl") for run in (reference, resumed)]
     assert last[0]["updates"] == last[1]["updates"] == 6
     assert all(torch.equal(last[0]["shadow"][k], last[1]["shadow"][k]) for k in last[0]["shadow"])
+
+
+@pytest.mark.parametrize("model", ["p1", "p2", "p3", "p4"])
+def test_recommended_configs_are_the_brief_plus_levers(model):
+    from demakeup_dist.demo import RECOMMENDED_DIR
+
+    brief, recommended = load_config(model), load_config(model, RECOMMENDED_DIR / f"{model}.yaml")
+    assert recommended.model_args == {**brief.model_args, "residual": True}
+    changed = {k for k, v in recommended.to_dict().items() if brief.to_dict()[k] != v}
+    assert changed <= {"model_args", "lr", "loss", "ema_decay", "flip_ensemble"}, changed
