@@ -256,8 +256,9 @@ def write_report(out: Path, models: tuple[str, ...] = MODEL_NAMES, *, shards: Pa
         grid = picture_grid({m: seeds[0].run_dir for m, seeds in runs.items()}, shards, grid_rows, device)
         _save_atomic(lambda p: grid.save(p, format="PNG"), out / GRID_FILE)
         parts += ["## Pictures", "", f"![test images]({GRID_FILE})", "",
-                  "Columns (first seed): " + ", ".join(grid_columns(runs)) + ". SR / HR crops: the central window of the "
-                  "4x images at full resolution.", ""]
+                  "Columns (first seed): " + ", ".join(grid_columns(runs)) + "."
+                  + (" SR / HR crops: the central window of the 4x images at full resolution." if "p4" in runs else ""),
+                  ""]
     _save_atomic(lambda p: p.write_text("\n".join(parts), encoding="utf-8"), out / REPORT_FILE)
     return text
 
