@@ -127,7 +127,7 @@ def test_report_from_fake_run_dirs_has_their_numbers(tmp_path):
     assert "Do skip connections help (p3 vs p2)? **yes**: 31.00 vs 25.00 dB (+6.00 dB)" in report
     assert "Does adding the SR task help de-makeup (p4 vs p3)? **no clear difference**" in report
     assert "beat bicubic upsampling? **yes**: 33.50 vs 32.00 dB (+1.50 dB)" in report
-    assert "p2 vs the identity baseline: -3.00 dB (not above it" in report
+    assert "p2 vs the identity baseline: -3.00 dB (below it" in report
     assert "p3 vs the identity baseline: +3.00 dB (above it" in report
     assert "300 epochs, batch 64" in report
     assert not (tmp_path / "grid.png").exists()  # no shard set known: no pictures
