@@ -155,6 +155,17 @@ def test_report_with_seeds_gives_spreads_and_answers_only_beyond_the_noise(tmp_p
         write_report(tmp_path, ("p1", "p3"))
 
 
+def test_one_seed_report_reads_differences_against_the_measured_seed_noise(tmp_path):
+    # One run each: 2 seed stds (0.60 dB) from identity, 0.85 dB between two runs (report.CLEAR_DB).
+    for model, value in (("p1", 29.0), ("p2", 28.5), ("p3", 28.7)):
+        fake_run(tmp_path, model, {**BASE, "psnr": value, "ssim": 0.9})
+    write_report(tmp_path, ("p1", "p2", "p3"))
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "p3 vs the identity baseline: +0.70 dB (above it" in report
+    assert "p2 vs the identity baseline: +0.50 dB (within the seed noise of it" in report
+    assert "(p3 vs p1)? **no clear difference**: 28.70 vs 29.00 dB (-0.30 dB)" in report
+
+
 def test_report_refuses_missing_and_unfinished_runs(tmp_path):
     fake_run(tmp_path, "p1", {**BASE, **FAKE["p1"]})
     with pytest.raises(FileNotFoundError, match=r"no run dir .*runs/p3 for p3"):
