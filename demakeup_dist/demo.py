@@ -28,10 +28,12 @@ import torch
 
 from demakeup_dist.models import MODEL_NAMES
 from demakeup_dist.report import EXPERIMENT_FILE, run_dir_of, write_report
+from demakeup_dist.resources import recommended_configs
 from demakeup_dist.train.config import BRIEF_LR
 from demakeup_dist.train.tracking import log, read_status, setup_logging, write_json_atomic
 
 SLURM_POLL_S = 30.0
+RECOMMENDED_DIR = recommended_configs()  # the brief's configs + the levers that measurably won
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,11 @@ class DemoScale:
     test: int
     epochs: int
     batch_size: int
-    lr: float = BRIEF_LR  # peak learning rate of the warm-up + linear-decay AdamW schedule
+    lr: float | None = None  # peak learning rate (None: the config's)
     # The brief's networks stay below the identity baseline at demo scale (InstanceNorm loses the input's
-    # absolute colour; docs/results.md); their `residual` variant starts at identity and learns the correction.
-    residual: bool = True
+    # absolute colour; docs/results.md). The recommended configuration (configs/recommended/) trains their
+    # `residual` variant, which starts at identity and learns the correction, with the levers that won there.
+    recommended: bool = True
     num_workers: int = 1  # data-loader processes beside the training process
     log_every: int = 16  # steps between progress lines (and img/s windows)
 
@@ -56,12 +59,16 @@ class DemoScale:
         return dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, num_workers=self.num_workers,
                     log_every=self.log_every, wandb="disabled")
 
+    def config_dir(self) -> Path | None:
+        return RECOMMENDED_DIR if self.recommended else None
+
     def describe(self, hardware: str) -> str:
         return (f"demo scale for {hardware}: {self.size}x{self.size} images (course: 224), {self.train} training "
                 f"triplets (course: 5000), {self.epochs} epochs (brief: 300), batch {self.batch_size} (brief: 64)"
-                + ("" if self.lr == BRIEF_LR else f", peak lr {self.lr:g} (brief: {BRIEF_LR:g})")
-                + (", networks with `residual: true` (input added to the output; not in the brief)"
-                   if self.residual else ""))
+                + ("" if self.lr is None else f", peak lr {self.lr:g} (brief: {BRIEF_LR:g})")
+                + (", the recommended configuration of configs/recommended/ (not the brief's: networks with "
+                   "`residual: true`, the input added to the output; its other levers are listed under training)"
+                   if self.recommended else ""))
 
 
 # Sized on a 2-core CPU to finish well inside 10 minutes (docs/results.md). 64 px is the smallest size
@@ -109,10 +116,11 @@ class PhaseClock:
 
 
 def run_demo(out: Path, scale: DemoScale | None = None, *, models: tuple[str, ...] = MODEL_NAMES,
-             overwrite: bool = False, workers: int | None = None, progress: bool = True) -> str:
+             overwrite: bool = False, workers: int | None = None, progress: bool = True, seeds: int = 1) -> str:
     """Synthesise a dataset, shard it, train `models` on it and write OUT/report.md; return the table.
 
     `scale` defaults to `pick_scale()`. OUT must be new or empty; `overwrite` replaces an earlier demo's OUT.
+    `seeds` trains every network that many times (the time grows in proportion).
     """
     from demakeup_dist.data.shards import write_shards
     from demakeup_dist.data.synth import synth_dataset
@@ -121,8 +129,8 @@ def run_demo(out: Path, scale: DemoScale | None = None, *, models: tuple[str, ..
     _prepare_out(out, overwrite)
     setup_logging(None, True)
     clock = PhaseClock()
-    log.info("demo at %dpx: %d train / %d val / %d test triplets, %d epochs, batch %d, lr %g on %s", scale.size,
-             scale.train, scale.val, scale.test, scale.epochs, scale.batch_size, scale.lr, describe_hardware())
+    log.info("demo at %dpx: %d train / %d val / %d test triplets, %d epochs, batch %d, %d seed(s) on %s", scale.size,
+             scale.train, scale.val, scale.test, scale.epochs, scale.batch_size, seeds, describe_hardware())
     with clock.phase("synthesise"):
         synth_dataset(out / "data", train=scale.train, val=scale.val, test=scale.test, size=scale.size,
                       workers=workers, progress=progress)
@@ -130,7 +138,7 @@ def run_demo(out: Path, scale: DemoScale | None = None, *, models: tuple[str, ..
         write_shards(out / "data", out / "shards", workers=workers, progress=progress)
     notes = [scale.describe("a GPU" if torch.cuda.is_available() else "a CPU, reduced size")]
     return run_experiment(out / "shards", out, models=models, overrides=scale.overrides(), notes=notes, clock=clock,
-                          residual=scale.residual)
+                          seeds=seeds, config_dir=scale.config_dir())
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -148,12 +156,15 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_NAMES,
                    overrides: dict[str, Any] | None = None, nproc: int = 1, slurm: dict[str, Any] | None = None,
                    notes: list[str] | None = None, clock: PhaseClock | None = None, residual: bool = False,
-                   sets: dict[str, Any] | None = None) -> str:
+                   sets: dict[str, Any] | None = None, seeds: int = 1, config_dir: Path | None = None) -> str:
     """Train `models` on `shards` into OUT/runs/<model>, one after the other, then write the report.
 
     `residual` trains each network's `residual: true` variant (the input added to its output). `sets`
-    (from `parse_sets`) and then `overrides` change every model's config. The runs share one wandb
-    group, kept in OUT's experiment record so a rerun adds to it, and are tagged with model and variant.
+    (from `parse_sets`) and then `overrides` change every model's config. `seeds` N trains each
+    network N times, with the config's seed, seed + 1, ... (OUT/runs/<model>, <model>-s2, ...), and the
+    report gives mean +- std. `config_dir` holds <model>.yaml files to start from instead of the
+    shipped configs (e.g. configs/recommended). The runs share one wandb group, kept in OUT's
+    experiment record so a rerun adds to it, and are tagged with model and variant.
 
     Where they run: in this process (nproc 1), `demakeup train --nproc N` subprocesses, or one Slurm job
     per model (`slurm`: JobOptions fields such as gpus, partition, time), waited for. A model whose run
@@ -163,6 +174,8 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
     from demakeup_dist.report import load_experiment
     from demakeup_dist.train.config import load_config, save_config
 
+    if seeds < 1:
+        raise ValueError(f"--seeds {seeds}: must be at least 1")
     shards, out, clock = Path(shards).resolve(), Path(out), clock or PhaseClock()
     load_manifest(shards)  # a clear error now rather than in the first training
     if nproc < 1:
@@ -175,27 +188,31 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
     setup_logging(None, True)
     group = earlier.get("wandb_group") or f"{out.resolve().name}-{secrets.token_hex(3)}"
     record = {"shards": str(shards), "models": list(models), "hardware": _hardware(nproc, slurm),
-              "notes": notes or earlier.get("notes", []), "wandb_group": group}
+              "notes": notes or earlier.get("notes", []), "wandb_group": group, "seeds": seeds}
     write_json_atomic(out / EXPERIMENT_FILE, {**earlier, **record})
-    todo = []
+    todo = []  # (label, model, run dir, config file) of every run still to train
     for model in models:
-        if read_status(run_dir_of(out, model)).get("status") == "finished":
-            log.info("%s: already finished in %s, not retrained", model, run_dir_of(out, model))
-            continue
-        config_file = out / "configs" / f"{model}.yaml"
-        config = load_config(model, sets=sets, **(overrides or {}))
-        if residual:
-            config.model_args = {**config.model_args, "residual": True}
-        config.wandb_group = group
-        config.wandb_tags = [model, "residual" if config.model_args.get("residual") else "brief"]
-        save_config(config, config_file)
-        todo.append((model, config_file))
+        for k in range(1, seeds + 1):
+            run_dir, label = run_dir_of(out, model, k), model if k == 1 else f"{model}-s{k}"
+            if read_status(run_dir).get("status") == "finished":
+                log.info("%s: already finished in %s, not retrained", label, run_dir)
+                continue
+            config_file = out / "configs" / f"{label}.yaml"
+            config = load_config(model, config_dir / f"{model}.yaml" if config_dir else None, sets=sets,
+                                 **(overrides or {}))
+            config.seed += k - 1
+            if residual:
+                config.model_args = {**config.model_args, "residual": True}
+            config.wandb_group = group
+            config.wandb_tags = [model, "residual" if config.model_args.get("residual") else "brief"]
+            save_config(config, config_file)
+            todo.append((label, model, run_dir, config_file))
     if slurm is not None and todo:
-        with clock.phase(f"Slurm jobs {', '.join(m for m, _ in todo)}"):
-            _run_on_slurm(todo, shards, out, slurm)
-    for model, config_file in [] if slurm is not None else todo:
-        with clock.phase(f"train {model}"):
-            _train_here(model, config_file, shards, run_dir_of(out, model), nproc)
+        with clock.phase(f"Slurm jobs {', '.join(label for label, *_ in todo)}"):
+            _run_on_slurm(todo, shards, slurm)
+    for label, model, run_dir, config_file in [] if slurm is not None else todo:
+        with clock.phase(f"train {label}"):
+            _train_here(model, config_file, shards, run_dir, nproc)
     phases = {**earlier.get("phases", {}), **clock.phases}  # a rerun keeps the times of what it skipped
     write_json_atomic(out / EXPERIMENT_FILE, {**record, "wall_s": sum(phases.values()), "phases": phases})
     with clock.phase("report"):
@@ -229,33 +246,32 @@ def _train_here(model: str, config_file: Path, shards: Path, run_dir: Path, npro
                            "the same command: finished models are kept and the rest resume")
 
 
-def _run_on_slurm(todo: list[tuple[str, Path]], shards: Path, out: Path, slurm: dict[str, Any]) -> None:
-    """Submit one job per model (resuming a run dir that holds checkpoints), then wait for all of them."""
+def _run_on_slurm(todo: list[tuple[str, str, Path, Path]], shards: Path, slurm: dict[str, Any]) -> None:
+    """Submit one job per run (resuming a run dir that holds checkpoints), then wait for all of them."""
     from demakeup_dist.launch.render import JobOptions
     from demakeup_dist.launch.status import ACTIVE_STATES, job_state
     from demakeup_dist.launch.submit import submit
     from demakeup_dist.train.checkpoint import latest_checkpoint
 
-    jobs = {}
-    for model, config_file in todo:
-        run_dir = run_dir_of(out, model).resolve()
+    jobs, run_dirs = {}, {}
+    for label, model, run_dir, config_file in todo:
+        run_dirs[label] = run_dir = run_dir.resolve()
         opts = JobOptions(model=model, shards=shards, run_dir=run_dir, config=config_file.resolve(), **slurm)
-        jobs[model] = submit(opts, command=["demakeup", *sys.argv[1:]],
+        jobs[label] = submit(opts, command=["demakeup", *sys.argv[1:]],
                              resume=latest_checkpoint(run_dir) is not None).job_id
-        log.info("%s: Slurm job %s, run dir %s", model, jobs[model], run_dir)
+        log.info("%s: Slurm job %s, run dir %s", label, jobs[label], run_dir)
     while jobs:
         time.sleep(SLURM_POLL_S)
-        for model, job_id in list(jobs.items()):
-            status = read_status(run_dir_of(out, model))
+        for label, job_id in list(jobs.items()):
+            status = read_status(run_dirs[label])
             if status.get("status") == "finished":
-                log.info("%s: finished", model)
-                del jobs[model]
+                log.info("%s: finished", label)
+                del jobs[label]
                 continue
             state = job_state(job_id).state
             if status.get("status") == "failed" or (state is not None and state.split()[0] not in ACTIVE_STATES):
-                raise RuntimeError(f"Slurm job {job_id} ({model}) stopped before the training finished (Slurm: "
+                raise RuntimeError(f"Slurm job {job_id} ({label}) stopped before the training finished (Slurm: "
                                    f"{state or 'unknown'}, training: {status.get('status', 'not started')}): see "
-                                   f"{run_dir_of(out, model)}; rerun the same command to resubmit what is left")
-            log.info("%s: job %s %s, epoch %s, step %s/%s, ETA %.0f s", model, job_id, state or "?",
+                                   f"{run_dirs[label]}; rerun the same command to resubmit what is left")
+            log.info("%s: job %s %s, epoch %s, step %s/%s, ETA %.0f s", label, job_id, state or "?",
                      status.get("epoch"), status.get("step"), status.get("total_steps"), status.get("eta_s", -1))
-

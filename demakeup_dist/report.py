@@ -1,6 +1,8 @@
-"""The four-problem experiment report: `report.md` (table + the brief's questions) and `grid.png`.
+"""The four-problem experiment report: `report.md` (table + the brief's questions), `grid.png`, `val_psnr.png`.
 
-Reads finished run dirs only: `OUT/runs/<model>/` with `status.json` ("finished"), `results.json`
+With several seeds (`experiment.json` "seeds": N) each number is the mean +- std over the seeds and a
+question is answered only where the difference exceeds the seed noise (demakeup_dist/seeds.py).
+Reads finished run dirs only: `OUT/runs/<model>/` (seed 1; `<model>-s2` .. `-sN` beside it) with `status.json` ("finished"), `results.json`
 (test metrics of the best weights and the identity / bicubic baselines, written by the trainer),
 `config.yaml` and `best.safetensors`. `OUT/experiment.json` (written by `demakeup_dist.demo`) adds the
 shard set, the hardware, the wall time and notes; a report can be rebuilt from these files alone.
@@ -9,6 +11,7 @@ shard set, the hardware, the wall time and notes; a report can be rebuilt from t
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,16 +19,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from safetensors import safe_open
 
 from demakeup_dist.models import MODEL_NAMES, MODELS
+from demakeup_dist.pictures import grid_columns, picture_grid, psnr_plot
+from demakeup_dist.seeds import Spread, difference, spread
 
 EXPERIMENT_FILE = "experiment.json"
 REPORT_FILE = "report.md"
 GRID_FILE = "grid.png"
-LABEL_HEIGHT = 14  # px of the grid's header row holding the column names
-CLEAR_DB = 0.1  # PSNR differences below this are read as "no clear difference" (one seed, small test set)
+PLOT_FILE = "val_psnr.png"
+# One seed only: PSNR differences below this are read as "no clear difference". It is 2 standard errors
+# of the difference of two single runs, 2 * sqrt(2) * 0.3 dB, with the seed std measured for p3 at demo
+# scale (docs/results.md section 5); at the brief's scale the spread may differ: `--seeds` measures it.
+CLEAR_DB = 0.85
 
 
 @dataclass(frozen=True)
@@ -39,10 +46,12 @@ class RunSummary:
     params: int  # numbers in best.safetensors
     img_per_s: float | None  # the trainer's last measured training throughput (status.json)
     val_psnr: list[tuple[int, float]]  # (epoch, val PSNR) of every evaluation (metrics.jsonl)
+    val_identity_psnr: float | None  # the identity baseline on val (metrics.jsonl; None in older runs)
 
 
-def run_dir_of(out: Path, model: str) -> Path:
-    return Path(out) / "runs" / model
+def run_dir_of(out: Path, model: str, seed_index: int = 1) -> Path:
+    """OUT/runs/<model> for the first seed (so a 1-seed experiment grows into an N-seed one), <model>-sK after."""
+    return Path(out) / "runs" / (model if seed_index == 1 else f"{model}-s{seed_index}")
 
 
 def load_run(run_dir: Path, model: str) -> RunSummary:
@@ -69,9 +78,11 @@ def load_run(run_dir: Path, model: str) -> RunSummary:
         params = sum(int(np.prod(fh.get_slice(k).get_shape())) for k in fh.keys())
     metrics = run_dir / "metrics.jsonl"
     lines = metrics.read_text(encoding="utf-8").splitlines() if metrics.is_file() else []
-    curve = [(r["epoch"], r["val_psnr"]) for r in map(json.loads, filter(str.strip, lines))]
+    records = [json.loads(line) for line in lines if line.strip()]
+    curve = [(r["epoch"], r["val_psnr"]) for r in records]
+    identity = records[-1].get("val_identity_psnr") if records else None
     return RunSummary(model, run_dir, _read_json(run_dir / "results.json"), config, params, status.get("img_per_s"),
-                      curve)
+                      curve, identity)
 
 
 def _read_json(path: Path, default: Any = None) -> Any:
@@ -85,24 +96,41 @@ def _read_json(path: Path, default: Any = None) -> Any:
         raise ValueError(f"{path} is damaged ({exc}): rerun the step that wrote it") from None
 
 
-def table(runs: dict[str, RunSummary]) -> str:
-    """The results table in Markdown: identity baseline, one row per model, bicubic (when p4 ran)."""
-    first = next(iter(runs.values())).results
+Runs = dict[str, list[RunSummary]]  # model -> one finished run per seed
+
+
+def _metric(runs: list[RunSummary], key: str) -> Spread:
+    return spread(run.results[key] for run in runs)
+
+
+def _cell(value: Spread, digits: int) -> str:
+    return f"{value.mean:.{digits}f}" + (f" +- {value.std:.{digits}f}" if value.n > 1 else "")
+
+
+def table(runs: Runs) -> str:
+    """The results table in Markdown: identity baseline, one row per model, bicubic (when p4 ran).
+
+    With several seeds a cell is `mean +- std` over them; the curve column reads the seeds' mean curve.
+    """
+    first = next(iter(runs.values()))[0].results
     lines = ["| model | de-makeup PSNR (dB) | de-makeup SSIM | SR PSNR (dB) | SR SSIM | parameters | train img/s "
              "| val PSNR: epoch 1 -> best |",
              "|---|---:|---:|---:|---:|---:|---:|---:|",
              f"| identity (output = input) | {first['identity_psnr']:.2f} | {first['identity_ssim']:.4f} | | | | | |"]
-    for name, run in runs.items():
-        r = run.results
-        sr = f"{r['psnr_sr']:.2f} | {r['ssim_sr']:.4f}" if "psnr_sr" in r else " | "
-        speed = f"{run.img_per_s:.1f}" if run.img_per_s else "?"
+    for name, seeds in runs.items():
+        sr = " | "
+        if "psnr_sr" in seeds[0].results:
+            sr = f"{_cell(_metric(seeds, 'psnr_sr'), 2)} | {_cell(_metric(seeds, 'ssim_sr'), 4)}"
+        speeds = [run.img_per_s for run in seeds if run.img_per_s]
+        speed = f"{sum(speeds) / len(speeds):.1f}" if speeds else "?"
         curve = "?"
-        if run.val_psnr:
-            best = max(run.val_psnr, key=lambda point: point[1])
-            curve = f"{run.val_psnr[0][1]:.2f} -> {best[1]:.2f} (epoch {best[0]})"
-        lines.append(f"| {name}: {MODELS[name].summary} | {r['psnr']:.2f} | {r['ssim']:.4f} | {sr} | "
-                     f"{run.params / 1e6:.2f} M | {speed} | {curve} |")
-    sr_run = next((run for run in runs.values() if "bicubic_psnr_sr" in run.results), None)
+        mean_curve = _mean_curve(seeds)
+        if mean_curve:
+            best = max(mean_curve, key=lambda point: point[1])
+            curve = f"{mean_curve[0][1]:.2f} -> {best[1]:.2f} (epoch {best[0]})"
+        lines.append(f"| {name}: {MODELS[name].summary} | {_cell(_metric(seeds, 'psnr'), 2)} | "
+                     f"{_cell(_metric(seeds, 'ssim'), 4)} | {sr} | {seeds[0].params / 1e6:.2f} M | {speed} | {curve} |")
+    sr_run = next((seeds[0] for seeds in runs.values() if "bicubic_psnr_sr" in seeds[0].results), None)
     if sr_run is not None:
         r = sr_run.results
         lines.append(f"| bicubic 4x of the input (SR baseline) | | | {r['bicubic_psnr_sr']:.2f} | "
@@ -110,41 +138,65 @@ def table(runs: dict[str, RunSummary]) -> str:
     return "\n".join(lines)
 
 
-def _verdict(gain: float) -> str:
-    if gain >= CLEAR_DB:
-        return "yes"
-    return "no, it hurts" if gain <= -CLEAR_DB else "no clear difference"
+def _mean_curve(seeds: list[RunSummary]) -> list[tuple[int, float]]:
+    """(epoch, mean val PSNR over the seeds) for the epochs every seed evaluated."""
+    common = set.intersection(*(set(dict(run.val_psnr)) for run in seeds))
+    return [(e, sum(dict(run.val_psnr)[e] for run in seeds) / len(seeds)) for e in sorted(common)]
 
 
-def answers(runs: dict[str, RunSummary]) -> list[str]:
+def _verdict(a: Spread, b: Spread, fixed_baseline: bool = False) -> tuple[str, str]:
+    """(answer, the difference in words) for b vs a: with one seed the CLEAR_DB rule, else the seed noise.
+
+    `fixed_baseline`: a is a baseline without training noise (identity, bicubic), so a single run's
+    noise is that of b alone: CLEAR_DB / sqrt(2) (2 seed stds).
+    """
+    diff = difference(a, b)
+    if min(a.n, b.n) >= 2:
+        return diff.verdict(), str(diff)
+    if abs(diff.delta) < (CLEAR_DB / math.sqrt(2) if fixed_baseline else CLEAR_DB):
+        return "no clear difference", f"{diff.delta:+.2f} dB"
+    return ("yes" if diff.delta > 0 else "no, it hurts"), f"{diff.delta:+.2f} dB"
+
+
+def answers(runs: Runs) -> list[str]:
     """The brief's questions read off the test PSNR, one line each (only those whose models ran)."""
-    psnr = {name: run.results["psnr"] for name, run in runs.items()}
-    identity = next(iter(runs.values())).results["identity_psnr"]
+    psnr = {name: _metric(seeds, "psnr") for name, seeds in runs.items()}
+    seeds = min(len(s) for s in runs.values())
+    # The same test set for every seed: the identity baseline has no seed noise of its own.
+    identity = spread([next(iter(runs.values()))[0].results["identity_psnr"]] * seeds)
     lines = []
     for name, value in psnr.items():
-        gain = value - identity
-        lines.append(f"- {name} vs the identity baseline: {gain:+.2f} dB" + (
-            " (above it: the network removes makeup)" if gain >= CLEAR_DB else
-            " (not above it: the network does not yet reproduce the face better than copying the input)"))
+        verdict, gain = _verdict(identity, value, fixed_baseline=True)
+        lines.append(f"- {name} vs the identity baseline: {gain}" + {
+            "yes": " (above it: the network removes makeup)",
+            "no, it hurts": " (below it: the network does not yet reproduce the face better than copying the input)",
+        }.get(verdict, " (within the seed noise of it: no gain established)"))
     questions = [("p1", "p3", "Does a ResNet34 encoder help (p3 vs p1)?"),
                  ("p2", "p3", "Do skip connections help (p3 vs p2)?"),
                  ("p3", "p4", "Does adding the SR task help de-makeup (p4 vs p3)?")]
     for base, new, question in questions:
         if base in psnr and new in psnr:
-            gain = psnr[new] - psnr[base]
-            lines.append(f"- {question} **{_verdict(gain)}**: {psnr[new]:.2f} vs {psnr[base]:.2f} dB "
-                         f"({gain:+.2f} dB).")
-    if "p4" in runs and "psnr_sr" in runs["p4"].results:
-        r = runs["p4"].results
-        gain = r["psnr_sr"] - r["bicubic_psnr_sr"]
-        lines.append(f"- Does p4's SR head beat bicubic upsampling? **{_verdict(gain)}**: {r['psnr_sr']:.2f} vs "
-                     f"{r['bicubic_psnr_sr']:.2f} dB ({gain:+.2f} dB), SSIM {r['ssim_sr']:.4f} vs "
-                     f"{r['bicubic_ssim_sr']:.4f}.")
-    lines.append(f"(Differences under {CLEAR_DB} dB are read as no clear difference: one seed, a small test set.)")
+            verdict, gain = _verdict(psnr[base], psnr[new])
+            lines.append(f"- {question} **{verdict}**: {psnr[new]} vs {psnr[base]} dB ({gain}).")
+    if "p4" in runs and "psnr_sr" in runs["p4"][0].results:
+        p4 = runs["p4"]
+        sr, bicubic = _metric(p4, "psnr_sr"), spread([p4[0].results["bicubic_psnr_sr"]] * len(p4))
+        verdict, gain = _verdict(bicubic, sr, fixed_baseline=True)
+        lines.append(f"- Does p4's SR head beat bicubic upsampling? **{verdict}**: {sr} vs {bicubic.mean:.2f} dB "
+                     f"({gain}), SSIM {_cell(_metric(p4, 'ssim_sr'), 4)} vs {p4[0].results['bicubic_ssim_sr']:.4f}.")
+    if seeds >= 2:
+        lines.append(f"({seeds} seeds per network, mean +- std. A difference is called clear only when it exceeds "
+                     "the seed noise, 2 standard errors of the difference; inside it the answer is 'no clear "
+                     "difference'.)")
+    else:
+        lines.append(f"(One seed: no spread measured here; with the 0.3 dB seed std measured at demo scale "
+                     f"(docs/results.md), differences under {CLEAR_DB} dB "
+                     f"(under {CLEAR_DB / math.sqrt(2):.2f} dB from a baseline) are read as no clear difference; "
+                     "`--seeds 3` measures the spread.)")
     return lines
 
 
-def scale_lines(runs: dict[str, RunSummary], experiment: dict[str, Any], out: Path, shards: Path | None) -> list[str]:
+def scale_lines(runs: Runs, experiment: dict[str, Any], out: Path, shards: Path | None) -> list[str]:
     """Image size, samples, epochs / batch / lr per model, hardware and wall time."""
     from demakeup_dist.data.shards import load_manifest
 
@@ -157,12 +209,12 @@ def scale_lines(runs: dict[str, RunSummary], experiment: dict[str, Any], out: Pa
         where = f"OUT/{where.relative_to(out.resolve())}" if where.is_relative_to(out.resolve()) else str(where)
         lines.append(f"- data: {where}: {size}x{size} images" + (f" (HR {hr}x{hr})" if hr else "")
                      + f", {counts} triplets")
-    recipes = {name: (run.config.get("epochs"), run.config.get("batch_size"), run.config.get("lr"))
-               for name, run in runs.items()}
+    recipes = {name: _recipe(seeds[0].config) for name, seeds in runs.items()}
     for recipe in dict.fromkeys(recipes.values()):
         names = ", ".join(n for n, r in recipes.items() if r == recipe)
-        lines.append(f"- training ({names}): {recipe[0]} epochs, batch {recipe[1]}, AdamW with linear warm-up (10%) "
-                     f"and linear decay, peak lr {recipe[2]:g}")
+        lines.append(f"- training ({names}): {recipe}")
+    seeds = {name: [run.config.get("seed") for run in s] for name, s in runs.items()}
+    lines.append("- seeds: " + "; ".join(f"{n} {', '.join(map(str, s))}" for n, s in seeds.items()))
     if "hardware" in experiment:
         lines.append(f"- hardware: {experiment['hardware']}")
     if "wall_s" in experiment:
@@ -172,30 +224,52 @@ def scale_lines(runs: dict[str, RunSummary], experiment: dict[str, Any], out: Pa
     return lines
 
 
+def _recipe(config: dict[str, Any]) -> str:
+    """The training recipe in words, with every quality lever that differs from the brief's."""
+    words = (f"{config.get('epochs')} epochs, batch {config.get('batch_size')}, AdamW with linear warm-up (10%) and "
+             f"linear decay, peak lr {config.get('lr'):g}")
+    levers = [f"loss {config['loss']}" if config.get("loss", "mse") != "mse" else "",
+              f"weight EMA {config['ema_decay']:g}" if config.get("ema_decay") else "",
+              "flip self-ensemble at test" if config.get("flip_ensemble") else "",
+              "residual networks" if config.get("model_args", {}).get("residual") else ""]
+    return words + "".join(f", {lever}" for lever in levers if lever)
+
+
 def load_experiment(out: Path) -> dict[str, Any]:
     return _read_json(Path(out) / EXPERIMENT_FILE, {})
 
 
 def write_report(out: Path, models: tuple[str, ...] = MODEL_NAMES, *, shards: Path | None = None,
                  grid_rows: int = 4, device: str | torch.device = "cpu") -> str:
-    """Write OUT/report.md (and OUT/grid.png when a shard set is known) from OUT/runs/<model>; return the table."""
+    """Write OUT/report.md, OUT/val_psnr.png (and OUT/grid.png when a shard set is known) from the finished
+    runs of every seed (experiment.json's "seeds", default 1); return the table."""
     out = Path(out)
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
         raise ValueError(f"--models {','.join(models)}: choose among {', '.join(MODEL_NAMES)}")
-    runs = {m: load_run(run_dir_of(out, m), m) for m in models}
     experiment = load_experiment(out)
+    seeds = int(experiment.get("seeds", 1))
+    runs = {m: [load_run(run_dir_of(out, m, k), m) for k in range(1, seeds + 1)] for m in models}
     shards = Path(shards) if shards else (Path(experiment["shards"]) if "shards" in experiment else None)
     text = table(runs)
     parts = ["# De-makeup: the four problems", "", "Test split, best weights by val PSNR.", "", text, "",
              "## The brief's questions", "", *answers(runs), "",
              "## Scale", "", *scale_lines(runs, experiment, out, shards), ""]
+    first = next(iter(runs.values()))[0]
+    on_val = first.val_identity_psnr is not None
+    plot = psnr_plot({m: [run.val_psnr for run in seeds] for m, seeds in runs.items()},
+                     first.val_identity_psnr if on_val else first.results["identity_psnr"])
+    _save_atomic(lambda p: plot.save(p, format="PNG"), out / PLOT_FILE)
+    parts += ["## Val PSNR per epoch", "", f"![val PSNR per epoch]({PLOT_FILE})", "",
+              "One line per run (every seed); the dashed line is the identity baseline (output = input) on the "
+              + ("val split." if on_val else "test split (this run recorded none on val)."), ""]
     if shards is not None:
-        grid = picture_grid(runs, shards, grid_rows, device)
+        grid = picture_grid({m: seeds[0].run_dir for m, seeds in runs.items()}, shards, grid_rows, device)
         _save_atomic(lambda p: grid.save(p, format="PNG"), out / GRID_FILE)
         parts += ["## Pictures", "", f"![test images]({GRID_FILE})", "",
-                  "Columns: " + ", ".join(grid_columns(runs)) + ". SR / HR crops: the central window of the "
-                  "4x images at full resolution.", ""]
+                  "Columns (first seed): " + ", ".join(grid_columns(runs)) + "."
+                  + (" SR / HR crops: the central window of the 4x images at full resolution." if "p4" in runs else ""),
+                  ""]
     _save_atomic(lambda p: p.write_text("\n".join(parts), encoding="utf-8"), out / REPORT_FILE)
     return text
 
@@ -204,41 +278,3 @@ def _save_atomic(write, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)
-
-
-def grid_columns(runs: dict[str, RunSummary]) -> list[str]:
-    sr = ["p4 SR crop", "HR crop"] if "p4" in runs else []
-    return ["input", "target", *runs, *sr]
-
-
-@torch.inference_mode()
-def picture_grid(runs: dict[str, RunSummary], shards: Path, rows: int = 4,
-                 device: str | torch.device = "cpu") -> Image.Image:
-    """The first `rows` test images: input | target | each model | [p4 SR crop | HR crop], S px tiles.
-
-    Returns an RGB image of width S * columns and height LABEL_HEIGHT + S * rows (S: the image size).
-    """
-    from demakeup_dist.data.loader import eval_batches, to_float
-    from demakeup_dist.weights import load_trained
-
-    batches = eval_batches(shards, "test", batch_size=rows, with_hr="p4" in runs, num_workers=0, uint8=True)
-    batch = to_float(next(iter(batches)), device)
-    size = batch["makeup"].shape[-1]
-    tiles, sr_tiles = [batch["makeup"], batch["non_makeup"]], []
-    start = (4 * size - size) // 2  # the central S x S window of the 4S x 4S images
-    crop = (slice(None), slice(None), slice(start, start + size), slice(start, start + size))
-    for name, run in runs.items():
-        model, _ = load_trained(run.run_dir, name, device)
-        outputs = model(batch["makeup"])
-        tiles.append(outputs["demakeup"])
-        if name == "p4":
-            sr_tiles = [outputs["sr"][crop], batch["hr"][crop]]
-    tiles += sr_tiles
-    body = torch.cat([torch.cat(list(t.float().clamp(0, 1)), dim=1) for t in tiles], dim=2)  # (3, rows*S, cols*S)
-    pixels = (body * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    grid = Image.new("RGB", (pixels.shape[1], LABEL_HEIGHT + pixels.shape[0]), "white")
-    grid.paste(Image.fromarray(pixels), (0, LABEL_HEIGHT))
-    draw = ImageDraw.Draw(grid)
-    for i, name in enumerate(grid_columns(runs)):
-        draw.text((i * size + 2, 1), name, fill="black")
-    return grid

@@ -28,6 +28,11 @@ def model_config(model: str) -> Path:
     return shipped("configs", f"{model}.yaml")
 
 
+def recommended_configs() -> Path:
+    """The shipped folder `configs/recommended/` (<model>.yaml: the brief's recipe + the levers that won)."""
+    return shipped("configs", "recommended", "p3.yaml").parent
+
+
 def deepspeed_config(zero: int) -> Path:
     """The shipped DeepSpeed template for ZeRO stage `zero`."""
     if zero not in (1, 2, 3):

@@ -18,7 +18,8 @@ from demakeup_dist import demo
 from demakeup_dist.demo import DemoScale, run_demo
 from demakeup_dist.launch.status import JobState
 from demakeup_dist.launch.submit import Submission
-from demakeup_dist.report import LABEL_HEIGHT, write_report
+from demakeup_dist.pictures import LABEL_HEIGHT
+from demakeup_dist.report import write_report
 from launcher.main import app
 
 TINY = DemoScale(size=32, train=8, val=4, test=4, epochs=1, batch_size=4, lr=2e-3, num_workers=0)
@@ -87,12 +88,14 @@ def test_experiment_skips_finished_runs_and_refuses_other_shards(demo_out, tmp_p
         demo.run_experiment(other, out, models=("p2",), overrides=TINY.overrides())
 
 
-def fake_run(out: Path, model: str, results: dict, status: str = "finished", params: int = 1_250_000) -> Path:
-    run = out / "runs" / model
+def fake_run(out: Path, model: str, results: dict, status: str = "finished", params: int = 1_250_000,
+             label: str | None = None, seed: int = 25) -> Path:
+    run = out / "runs" / (label or model)
     run.mkdir(parents=True)
     (run / "status.json").write_text(json.dumps({"status": status, "img_per_s": 12.5}))
     (run / "results.json").write_text(json.dumps({"model": model, **results}))
-    (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "epochs": 300, "batch_size": 64, "lr": 0.01}))
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "epochs": 300, "batch_size": 64, "lr": 0.01,
+                                                              "seed": seed}))
     curve = [{"epoch": e, "step": 10 * e, "val_psnr": v} for e, v in ((1, 20.0), (2, 22.5), (3, 22.0))]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
     save_file({"w": torch.zeros(params, dtype=torch.uint8)}, str(run / "best.safetensors"))
@@ -124,10 +127,43 @@ def test_report_from_fake_run_dirs_has_their_numbers(tmp_path):
     assert "Do skip connections help (p3 vs p2)? **yes**: 31.00 vs 25.00 dB (+6.00 dB)" in report
     assert "Does adding the SR task help de-makeup (p4 vs p3)? **no clear difference**" in report
     assert "beat bicubic upsampling? **yes**: 33.50 vs 32.00 dB (+1.50 dB)" in report
-    assert "p2 vs the identity baseline: -3.00 dB (not above it" in report
+    assert "p2 vs the identity baseline: -3.00 dB (below it" in report
     assert "p3 vs the identity baseline: +3.00 dB (above it" in report
     assert "300 epochs, batch 64" in report
     assert not (tmp_path / "grid.png").exists()  # no shard set known: no pictures
+
+
+def test_report_with_seeds_gives_spreads_and_answers_only_beyond_the_noise(tmp_path):
+    # p3 beats p1 by 0.5 dB with 0.1 dB spreads (clear); p4 vs p3 +0.2 dB with 0.3 dB spreads (noise).
+    psnr = {"p1": [30.0, 30.1, 29.9], "p3": [30.5, 30.6, 30.4], "p4": [30.4, 30.7, 31.0]}
+    for model, values in psnr.items():
+        for k, value in enumerate(values, start=1):
+            sr = {"psnr_sr": 33.0, "ssim_sr": 0.9, "bicubic_psnr_sr": 32.0, "bicubic_ssim_sr": 0.8} if model == "p4" else {}
+            fake_run(tmp_path, model, {**BASE, "psnr": value, "ssim": 0.9, **sr},
+                     label=model if k == 1 else f"{model}-s{k}", seed=24 + k)
+    (tmp_path / "experiment.json").write_text(json.dumps({"seeds": 3}))
+    rows = {name.split(":")[0]: cells for name, cells in table_rows(write_report(tmp_path, ("p1", "p3", "p4"))).items()}
+    assert rows["p3"][0] == "30.50 +- 0.10" and rows["p4"][0] == "30.70 +- 0.30"
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "Does a ResNet34 encoder help (p3 vs p1)? **yes**: 30.50 +- 0.10 vs 30.00 +- 0.10 dB" in report
+    assert "(p4 vs p3)? **no clear difference (within the seed noise)**" in report
+    assert "3 seeds per network" in report and "- seeds: p1 25, 26, 27" in report
+    plot = Image.open(tmp_path / "val_psnr.png")
+    assert plot.size == (640, 400) and "![val PSNR per epoch](val_psnr.png)" in report
+    (tmp_path / "runs" / "p3-s3" / "status.json").write_text(json.dumps({"status": "running"}))
+    with pytest.raises(ValueError, match=r"p3 run in .*p3-s3 is not finished"):
+        write_report(tmp_path, ("p1", "p3"))
+
+
+def test_one_seed_report_reads_differences_against_the_measured_seed_noise(tmp_path):
+    # One run each: 2 seed stds (0.60 dB) from identity, 0.85 dB between two runs (report.CLEAR_DB).
+    for model, value in (("p1", 29.0), ("p2", 28.5), ("p3", 28.7)):
+        fake_run(tmp_path, model, {**BASE, "psnr": value, "ssim": 0.9})
+    write_report(tmp_path, ("p1", "p2", "p3"))
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "p3 vs the identity baseline: +0.70 dB (above it" in report
+    assert "p2 vs the identity baseline: +0.50 dB (within the seed noise of it" in report
+    assert "(p3 vs p1)? **no clear difference**: 28.70 vs 29.00 dB (-0.30 dB)" in report
 
 
 def test_report_refuses_missing_and_unfinished_runs(tmp_path):
@@ -150,6 +186,8 @@ def test_cli_bad_input_gets_clear_errors(tmp_path):
     assert result.exit_code == 2 and "--local" in result.output and "--gpus" in result.output
     result = runner.invoke(app, ["experiment", "--shards", str(tmp_path), "--local"])
     assert result.exit_code == 2 and "manifest.json" in result.output
+    result = runner.invoke(app, ["experiment", "--shards", str(tmp_path), "--local", "--seeds", "0"])
+    assert result.exit_code == 2 and "--seeds 0: must be at least 1" in result.output
     result = runner.invoke(app, ["experiment", "--report-only", "--out", str(tmp_path), "--models", "p1,p7"])
     assert result.exit_code == 2 and "--models" in result.output
     (tmp_path / "keep.txt").write_text("not a demo")

@@ -2,7 +2,8 @@
 
 Layout under RUN_DIR:
   checkpoints/step-00001234/   one complete accelerate state (model, optimizer, scheduler, RNG of every
-                               rank) and train_state.json (`TrainState`: where the run is, as plain JSON)
+                               rank), train_state.json (`TrainState`: where the run is, as plain JSON)
+                               and, with ema_decay, ema.safetensors (the weight average, train/ema.py)
   checkpoints/step-*.tmp/      a save in progress; never read, removed by the next save
   best.safetensors, model.safetensors   weights only, self-describing: see demakeup_dist.weights
 
@@ -26,6 +27,7 @@ from demakeup_dist.train.safe_load import CorruptCheckpoint, check_files, safe_t
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "train_state.json"
+EMA_FILE = "ema.safetensors"
 _LEGACY_STATE_FILE = "custom_checkpoint_0.pkl"  # checkpoints written before train_state.json
 
 
@@ -83,11 +85,21 @@ def check_checkpoint(checkpoint: Path) -> TrainState:
     return state
 
 
-def load_checkpoint(accelerator, checkpoint: Path, state: TrainState) -> None:
-    """Restore model, optimizer, scheduler, RNG and `state` from a folder `check_checkpoint` accepted."""
+def load_checkpoint(accelerator, checkpoint: Path, state: TrainState, ema=None) -> None:
+    """Restore model, optimizer, scheduler, RNG, `state` (and `ema`) from a folder `check_checkpoint` accepted."""
     with weights_only_loads():
         accelerator.load_state(str(checkpoint))
     state.load_state_dict(read_train_state(checkpoint).state_dict())
+    if ema is not None:
+        path = Path(checkpoint) / EMA_FILE
+        if not path.is_file():
+            raise CorruptCheckpoint(f"{checkpoint} holds no weight average ({EMA_FILE}): it was saved without "
+                                    "ema_decay; resume with the run's own config")
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:  # plain tensors: nothing in it can run
+            ema.load_state_dict({"updates": int(f.metadata()["updates"]),
+                                 "shadow": {k: f.get_tensor(k) for k in f.keys()}})
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -108,7 +120,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(accelerator, run_dir: Path, state: TrainState, keep: int) -> Path:
+def save_checkpoint(accelerator, run_dir: Path, state: TrainState, keep: int, ema=None) -> Path:
     """Collective: every rank must call it. Returns the final directory."""
     root = checkpoint_dir(run_dir)
     final = root / f"step-{state.global_step:08d}"
@@ -121,6 +133,12 @@ def save_checkpoint(accelerator, run_dir: Path, state: TrainState, keep: int) ->
     accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
         (tmp / STATE_FILE).write_text(json.dumps(state.state_dict()), encoding="utf-8")
+        if ema is not None:  # the same on every rank: DDP keeps the weights it averages identical
+            from safetensors.torch import save_file
+
+            ema_state = ema.state_dict()
+            save_file({k: v.contiguous() for k, v in ema_state["shadow"].items()}, str(tmp / EMA_FILE),
+                      metadata={"updates": str(ema_state["updates"])})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if final.exists():

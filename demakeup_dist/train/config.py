@@ -25,6 +25,7 @@ STRATEGIES = ("ddp", "deepspeed")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 DATA_CACHES = ("auto", "device", "host", "off")  # data/feed.py explains each
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+LOSSES = ("mse", "l1", "charbonnier")  # train/recipe.py's pixel_loss
 BRIEF_LR = 1e-2  # the course brief's init_lr for official.nlp.optimization.create_optimizer
 
 
@@ -48,8 +49,15 @@ class TrainConfig:
     eps: float = 1e-6
     grad_clip_norm: float = 1.0
     """Global gradient-norm clip, as in TF's AdamWeightDecay.apply_gradients (0 disables)."""
+    loss: str = "mse"
+    """Per-pixel loss: mse (the brief's), l1 or charbonnier (sqrt(d^2 + 1e-6)); see docs/results.md."""
     loss_scale: float = 100.0
-    """The brief's loss is mean((pred - target)^2) * 100."""
+    """Multiplies the per-pixel loss: the brief's loss is mean((pred - target)^2) * 100."""
+    ema_decay: float = 0.0
+    """Exponential moving average of the weights, used for val, test and best.safetensors (0 = off).
+    The decay ramps up as min(ema_decay, (1 + step) / (10 + step)) so that early weights fade fast."""
+    flip_ensemble: bool = False
+    """Test-time self-ensemble: average the prediction of the image and of its mirror image (test only)."""
     demakeup_loss_weight: float = 1.0
     sr_loss_weight: float = 1.0
 
@@ -109,6 +117,10 @@ class TrainConfig:
             (self.compile_mode in COMPILE_MODES,
              f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}"),
             (self.zero in (1, 2, 3), f"zero must be 1, 2 or 3, got {self.zero}"),
+            (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
+            (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}"),
+            (not (self.ema_decay and self.strategy == "deepspeed" and self.zero == 3),
+             "ema_decay needs every parameter on every rank: not with DeepSpeed ZeRO-3 (use --zero 1 or 2)"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),

@@ -1,5 +1,9 @@
 """Validation / test evaluation: PSNR and SSIM per output, baselines, and the sample panel.
 
+Self-ensemble (config `flip_ensemble`, test only): the faces are trained with horizontal flips, so
+the mirrored input is as familiar to the network as the input; averaging the two predictions (EDSR's
+x8 self-ensemble restricted to the one transform the training data has) halves part of the noise.
+
 Metrics are per image, then averaged over the whole split (like `tf.image.psnr` followed by a mean):
 each rank sums its images' values and counts them, and the sums are added across ranks, so uneven
 per-rank counts give the exact dataset mean.
@@ -32,12 +36,14 @@ def evaluate(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     baselines: bool = False,
     input_dtype: torch.dtype | None = None,
+    flip_ensemble: bool = False,
 ) -> tuple[dict[str, float], dict | None]:
     """Mean metrics over every sample of `batches` across all ranks.
 
     Returns ({"psnr", "ssim"[, "psnr_sr", "ssim_sr"][, "identity_psnr", ..., "bicubic_psnr_sr", ...]},
     the first batch with its predictions for a sample panel, or None if this rank saw no data).
     With `baselines`, also the identity baseline (input vs target) and, for SR, bicubic 4x upsampling.
+    `flip_ensemble` averages each prediction with the mirrored prediction of the mirrored input.
     """
     names = []
     for task in tasks:
@@ -55,6 +61,9 @@ def evaluate(
         x = batch["makeup"] if input_dtype is None else batch["makeup"].to(input_dtype)
         with autocast():
             outputs = model(x)
+            if flip_ensemble:
+                mirrored = model(x.flip(-1))
+                outputs = {task: (out.float() + mirrored[task].float().flip(-1)) / 2 for task, out in outputs.items()}
         outputs = {task: out.float().clamp(0, 1) for task, out in outputs.items()}
         for task, out in outputs.items():
             suffix, target = _SUFFIX[task], batch[TARGET_KEYS[task]]

@@ -9,6 +9,7 @@ val, keep the best weights, checkpoint. At the end: the best weights are evaluat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -25,6 +26,7 @@ from demakeup_dist.models import build_model, model_tasks
 from demakeup_dist.train import checkpoint as ckpt
 from demakeup_dist.train.config import TrainConfig, save_config
 from demakeup_dist.train.distributed import StopRequest, make_accelerator, resolve_precision
+from demakeup_dist.train.ema import WeightEMA
 from demakeup_dist.train.evaluation import evaluate, sample_panel
 from demakeup_dist.train.recipe import make_optimizer, make_scheduler
 from demakeup_dist.train.rundir import (
@@ -113,7 +115,7 @@ def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str 
     deepspeed = config.strategy == "deepspeed"
     input_dtype = torch.bfloat16 if deepspeed and precision == "bf16" else None
     weights = {"demakeup": config.demakeup_loss_weight, "sr": config.sr_loss_weight}
-    model_loss = ModelLoss(net, weights, config.loss_scale, input_dtype)
+    model_loss = ModelLoss(net, weights, config.loss_scale, input_dtype, loss=config.loss)
     if config.compile:
         compile_module(model_loss, config.compile_mode)
     optimizer = make_optimizer(net, config, fused=device.type == "cuda" and config.strategy == "ddp")
@@ -122,10 +124,12 @@ def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str 
     # DeepSpeed clips inside its engine (gradient_clipping in its config).
     train_step = TrainStep(accelerator, model, optimizer, scheduler, tasks, 0 if deepspeed else config.grad_clip_norm)
     state = ckpt.TrainState(shards_id=shards_id)
+    # The weight average (config ema_decay) is evaluated and saved as best; it resumes with the run.
+    ema = WeightEMA(net, config.ema_decay) if config.ema_decay else None
     if start_from is not None:
         for warning in resume_point.passed_over:
             log.warning("warning: %s", warning)
-        ckpt.load_checkpoint(accelerator, start_from, state)
+        ckpt.load_checkpoint(accelerator, start_from, state, ema)
         state.shards_id = shards_id
         if is_main:
             truncate_metrics(run_dir, state.global_step)
@@ -143,7 +147,7 @@ def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str 
         mid_epoch = state.step_in_epoch > 0
         state.loss_sum = reduce_sum(loss_sum).item() if mid_epoch else 0.0
         state.loss_steps = loss_steps if mid_epoch else 0
-        path = ckpt.save_checkpoint(accelerator, run_dir, state, config.keep_checkpoints)
+        path = ckpt.save_checkpoint(accelerator, run_dir, state, config.keep_checkpoints, ema)
         log.info("checkpoint %s (%s)", path.name, reason)
 
     def status(kind: str, **extra) -> None:
@@ -167,6 +171,8 @@ def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str 
                 batch = next(batches)
                 meter.data_wait += time.perf_counter() - waited
                 loss = train_step(batch)
+                if ema is not None:
+                    ema.update()
 
                 state.step_in_epoch, state.global_step = step_in_epoch + 1, state.global_step + 1
                 meter.images += config.batch_size
@@ -210,19 +216,21 @@ def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str 
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 train_loss = (reduce_sum(loss_sum) / (max(loss_steps, 1) * world)).item()
                 train_s = time.perf_counter() - epoch_start
-                val, first = evaluate(eval_model, feed.eval("val"), tasks, device, reduce_sum, accelerator.autocast,
-                                      baselines=not baselines, input_dtype=input_dtype)
+                with ema.swapped() if ema is not None else contextlib.nullcontext():
+                    val, first = evaluate(eval_model, feed.eval("val"), tasks, device, reduce_sum,
+                                          accelerator.autocast, baselines=not baselines, input_dtype=input_dtype)
+                    improved = val["psnr"] > state.best_val_psnr  # the same on every rank (reduced)
+                    best = _weights(accelerator, model) if improved else None
                 baselines = baselines or {k: v for k, v in val.items() if k.startswith(("identity", "bicubic"))}
                 # Wall seconds of this process's epoch (since its start or resume), training + validation.
                 record = {"epoch": epoch + 1, "step": state.global_step, "train_loss": train_loss,
                           "lr": scheduler.get_last_lr()[0], "train_s": train_s,
                           "epoch_s": time.perf_counter() - epoch_start,
-                          **{f"val_{k}": v for k, v in val.items() if not k.startswith(("identity", "bicubic"))}}
-                improved = record["val_psnr"] > state.best_val_psnr  # the same on every rank (reduced)
+                          **{f"val_{k}": v for k, v in val.items() if not k.startswith(("identity", "bicubic"))},
+                          "val_identity_psnr": baselines["identity_psnr"]}  # the line a val-PSNR plot compares with
                 images = {}
                 if improved:
                     state.best_val_psnr, state.best_epoch = record["val_psnr"], epoch + 1
-                    best = _weights(accelerator, model)
                     if is_main:
                         save_weights(best, run_dir / "best.safetensors", describe(
                             config.model, config.model_args, image_size=shard_set.image_size, epoch=epoch + 1))
@@ -256,7 +264,7 @@ def evaluate_best(config, run_dir, accelerator, test_batches, tasks, reduce_sum,
     """Evaluate best.safetensors on the test split with a plain (unwrapped) copy of the network."""
     net, _ = load_trained(Path(run_dir) / "best.safetensors", config.model, accelerator.device)
     metrics, _ = evaluate(net, test_batches, tasks, accelerator.device, reduce_sum, accelerator.autocast,
-                          baselines=True)
+                          baselines=True, flip_ensemble=config.flip_ensemble)
     results = {"model": config.model, "split": "test", "best_epoch": best_epoch, **metrics}
     if accelerator.is_main_process:
         write_json_atomic(Path(run_dir) / "results.json", results)
@@ -265,13 +273,16 @@ def evaluate_best(config, run_dir, accelerator, test_batches, tasks, reduce_sum,
 
 
 def _weights(accelerator, model) -> dict[str, torch.Tensor]:
-    """The network's plain state dict (gathers ZeRO-3 shards; strips ModelLoss's and torch.compile's prefixes).
+    """A CPU copy of the network's plain state dict (gathers ZeRO-3 shards; strips ModelLoss's and
+    torch.compile's prefixes). A copy: the EMA swap puts the network's own weights back afterwards.
 
     Only DeepSpeed goes through accelerate's unwrap_model: it imports DeepSpeed whenever it is installed,
     whose accelerator probe warns on every CPU run."""
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        return plain_state_dict(accelerator.get_state_dict(model))
-    return plain_state_dict((model.module if isinstance(model, DistributedDataParallel) else model).state_dict())
+        state = accelerator.get_state_dict(model)
+    else:
+        state = (model.module if isinstance(model, DistributedDataParallel) else model).state_dict()
+    return {k: v.detach().to("cpu", copy=True) for k, v in plain_state_dict(state).items()}
 
 
 def _hms(seconds: float) -> str:

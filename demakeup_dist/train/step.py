@@ -28,9 +28,10 @@ class ModelLoss(nn.Module):
     """
 
     def __init__(self, net: nn.Module, weights: dict[str, float], scale: float,
-                 input_dtype: torch.dtype | None = None) -> None:
+                 input_dtype: torch.dtype | None = None, loss: str = "mse") -> None:
         super().__init__()
         self.net, self.weights, self.scale, self.input_dtype = net, weights, scale, input_dtype
+        self.loss = loss  # recipe.pixel_loss's kind: config `loss`
 
     def forward(self, x: Tensor, targets: dict[str, Tensor] | None = None) -> Any:
         x = unit_float(x) if x.dtype == torch.uint8 else x
@@ -38,7 +39,7 @@ class ModelLoss(nn.Module):
         if targets is None:
             return outputs
         targets = {k: unit_float(t) if t.dtype == torch.uint8 else t for k, t in targets.items()}
-        return restoration_loss(outputs, targets, self.weights, self.scale)[0]
+        return restoration_loss(outputs, targets, self.weights, self.scale, self.loss)[0]
 
 
 def plain_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
