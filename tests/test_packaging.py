@@ -22,7 +22,7 @@ def test_every_shipped_file_is_package_data():
     globs = PYPROJECT["tool"]["setuptools"]["package-data"]["demakeup_dist"]
     shipped = [p.relative_to(PACKAGE).as_posix() for d in ("configs", "slurm") for p in (PACKAGE / d).rglob("*")
                if p.is_file()]
-    assert len(shipped) == 8  # p1..p4.yaml, zero1..3.json, train.sbatch
+    assert len(shipped) == 12  # p1..p4.yaml, recommended/p1..p4.yaml, zero1..3.json, train.sbatch
     assert [f for f in shipped if not any(fnmatch.fnmatch(f, g) for g in globs)] == []
 
 

@@ -78,14 +78,19 @@ def test_read_only_run_dir_is_one_line_before_anything_runs(tmp_path, monkeypatc
     """As root, chmod cannot make a folder read-only: the filesystem's answer is simulated."""
     import demakeup_dist.train.runlock as runlock
 
-    def read_only(path, *args, **kwargs):
-        raise OSError(errno.EROFS, "Read-only file system", str(path))
+    run_dir = tmp_path / "run"
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):  # only the run dir is read-only (os.open is every module's)
+        if str(path).startswith(str(run_dir)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(runlock.os, "open", read_only)
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "manifest.json").write_text("{}")
-    run_dir = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", "p1", "--shards", str(tmp_path / "shards"), "--run-dir", str(run_dir)])
+    result = CliRunner().invoke(app, ["train", "p1", "--shards", str(tmp_path / "shards"), "--run-dir", str(run_dir),
+                                      "--wandb", "disabled"])
     assert result.exit_code == 2, result.output
     assert result.output.strip() == (f"error: cannot write to {run_dir / 'trainer.lock'}: the filesystem is read-only. "
                                      "Free space or fix the permissions (or choose another --run-dir), then run the "
