@@ -157,9 +157,9 @@ def test_deferred_hr_decoding_gives_the_same_batches(shards):
 
 
 def test_a_killed_runs_leftover_store_is_removed(shards, store):
-    leftover = store / "demakeup-0123456789ab-run1-train-hr.u8.tmp-999"
+    leftover = store / "demakeup-0123456789ab-run1-n0-train-hr.u8.tmp-999"
     leftover.write_bytes(b"half a store")
-    other_run = store / "demakeup-0123456789ab-run2-train-hr.u8"
+    other_run = store / "demakeup-0123456789ab-run2-n0-train-hr.u8"
     other_run.write_bytes(b"someone else's")
     make(shards, "host", token="run1")
     assert not leftover.exists() and other_run.exists()

@@ -99,7 +99,8 @@ class DataFeed:
         self.resident: dict[str, Resident] = {}
         self.hr_decoder, self.no_gpu_decode = None, "HR not read"
         if self.placement != "off":
-            self._load_resident(local_rank, barrier, agree, token or str(os.getpid()), progress)
+            # One store per node (named by its first rank): nodes that share a /dev/shm never collide.
+            self._load_resident(local_rank, barrier, agree, f"{token or os.getpid()}-n{rank - local_rank}", progress)
         elif with_hr:
             self.hr_decoder, self.no_gpu_decode = (hr_decoder, "") if hr_decoder else gpu_jpeg_decoder(self.device)
 
