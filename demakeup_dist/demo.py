@@ -14,7 +14,6 @@ running total, on the `demakeup` logger.
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
 import subprocess
@@ -26,11 +25,13 @@ from typing import Any, Iterator
 
 import torch
 
+from demakeup_dist import atomic
+from demakeup_dist.machine import available_cores, cpu_name
 from demakeup_dist.models import MODEL_NAMES
 from demakeup_dist.report import EXPERIMENT_FILE, run_dir_of, write_report
 from demakeup_dist.resources import recommended_configs
 from demakeup_dist.train.config import BRIEF_LR
-from demakeup_dist.train.tracking import log, read_status, setup_logging, write_json_atomic
+from demakeup_dist.train.tracking import log, read_status, setup_logging
 
 SLURM_POLL_S = 30.0
 RECOMMENDED_DIR = recommended_configs()  # the brief's configs + the levers that measurably won
@@ -87,12 +88,7 @@ def describe_hardware() -> str:
     """One line for the report, e.g. "CPU: 2 cores AMD EPYC, torch 2.13.0 with 2 thread(s)"."""
     if torch.cuda.is_available():
         return f"GPU: {torch.cuda.get_device_name(0)} (1 of {torch.cuda.device_count()}), torch {torch.__version__}"
-    model = ""
-    with contextlib.suppress(OSError):
-        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
-                      if line.startswith("model name")), "")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"CPU: {cores} cores {model}".rstrip()
+    return (f"CPU: {available_cores()} cores {cpu_name()}"
             + f", torch {torch.__version__} with {torch.get_num_threads()} thread(s)")
 
 
@@ -189,7 +185,7 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
     group = earlier.get("wandb_group") or f"{out.resolve().name}-{secrets.token_hex(3)}"
     record = {"shards": str(shards), "models": list(models), "hardware": _hardware(nproc, slurm),
               "notes": notes or earlier.get("notes", []), "wandb_group": group, "seeds": seeds}
-    write_json_atomic(out / EXPERIMENT_FILE, {**earlier, **record})
+    atomic.write_json(out / EXPERIMENT_FILE, {**earlier, **record})
     todo = []  # (label, model, run dir, config file) of every run still to train
     for model in models:
         for k in range(1, seeds + 1):
@@ -214,7 +210,7 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
         with clock.phase(f"train {label}"):
             _train_here(model, config_file, shards, run_dir, nproc)
     phases = {**earlier.get("phases", {}), **clock.phases}  # a rerun keeps the times of what it skipped
-    write_json_atomic(out / EXPERIMENT_FILE, {**record, "wall_s": sum(phases.values()), "phases": phases})
+    atomic.write_json(out / EXPERIMENT_FILE, {**record, "wall_s": sum(phases.values()), "phases": phases})
     with clock.phase("report"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         text = write_report(out, models, shards=shards, device=device)

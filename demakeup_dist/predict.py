@@ -9,7 +9,6 @@ model -> crop back to ``H x W`` (``4H x 4W`` for the SR head) -> uint8 PNG.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -20,12 +19,13 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from demakeup_dist.atomic import atomic_path
+from demakeup_dist.choices import TASKS
 from demakeup_dist.data.codec import UnsupportedImage, to_rgb
 from demakeup_dist.data.loader import unit_float
 
 log = logging.getLogger(__name__)
 
-TASKS = ("demakeup", "sr")
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 _SHOW_PROGRESS_ABOVE = 3
 # Largest photo predict takes: the full-resolution activations of a 4096 x 4096 input already need
@@ -144,12 +144,8 @@ def _batches(files: list[Path], batch_size: int) -> Iterator[list[tuple[Path, Te
 def _save_png(image: Tensor, path: Path) -> None:
     """Write float ``(3, H, W)`` in [0, 1] as an 8-bit PNG, atomically (temporary name, then rename)."""
     pixels = (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(pixels).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _output_scale(task: str, out: Tensor, x: Tensor) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from demakeup_dist import atomic
 from demakeup_dist.models import MODEL_NAMES, MODELS
 from demakeup_dist.pictures import grid_columns, picture_grid, psnr_plot
 from demakeup_dist.seeds import Spread, difference, spread
@@ -259,22 +259,18 @@ def write_report(out: Path, models: tuple[str, ...] = MODEL_NAMES, *, shards: Pa
     on_val = first.val_identity_psnr is not None
     plot = psnr_plot({m: [run.val_psnr for run in seeds] for m, seeds in runs.items()},
                      first.val_identity_psnr if on_val else first.results["identity_psnr"])
-    _save_atomic(lambda p: plot.save(p, format="PNG"), out / PLOT_FILE)
+    with atomic.atomic_path(out / PLOT_FILE) as tmp:
+        plot.save(tmp, format="PNG")
     parts += ["## Val PSNR per epoch", "", f"![val PSNR per epoch]({PLOT_FILE})", "",
               "One line per run (every seed); the dashed line is the identity baseline (output = input) on the "
               + ("val split." if on_val else "test split (this run recorded none on val)."), ""]
     if shards is not None:
         grid = picture_grid({m: seeds[0].run_dir for m, seeds in runs.items()}, shards, grid_rows, device)
-        _save_atomic(lambda p: grid.save(p, format="PNG"), out / GRID_FILE)
+        with atomic.atomic_path(out / GRID_FILE) as tmp:
+            grid.save(tmp, format="PNG")
         parts += ["## Pictures", "", f"![test images]({GRID_FILE})", "",
                   "Columns (first seed): " + ", ".join(grid_columns(runs)) + "."
                   + (" SR / HR crops: the central window of the 4x images at full resolution." if "p4" in runs else ""),
                   ""]
-    _save_atomic(lambda p: p.write_text("\n".join(parts), encoding="utf-8"), out / REPORT_FILE)
+    atomic.write_text(out / REPORT_FILE, "\n".join(parts))
     return text
-
-
-def _save_atomic(write, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)

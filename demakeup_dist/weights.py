@@ -19,7 +19,6 @@ this metadata: rebuilding a network from its name alone is how a `residual` p1 s
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from demakeup_dist import __version__
+from demakeup_dist.atomic import atomic_path
+from demakeup_dist.choices import SIZE_MULTIPLE
 
 FORMAT = "demakeup-weights/1"
 RUN_DIR_WEIGHTS = "best.safetensors"
@@ -60,7 +61,6 @@ def describe(model: str, model_args: dict[str, Any], *, image_size: int | None =
              epoch: int | None = None) -> WeightsInfo:
     """The metadata of network `model` built with `model_args`: every constructor option, resolved."""
     from demakeup_dist.models import model_options
-    from demakeup_dist.models.layers import SIZE_MULTIPLE
 
     options = model_options(model)
     if unknown := sorted(set(model_args) - set(options)):
@@ -78,12 +78,8 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path, info: WeightsI
     hides shared run dirs' weights from the rest of a team)."""
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(safetensors_bytes(tensors, metadata=info.to_metadata()))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def weights_path(path: Path) -> Path:

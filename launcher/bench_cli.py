@@ -179,9 +179,9 @@ def _data_line(data: dict[str, Any], batch: int) -> str:
 
 def _save(path: Path | None, results: dict[str, Any]) -> None:
     if path is not None:
-        from demakeup_dist.train.tracking import write_json_atomic
+        from demakeup_dist import atomic
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, results)
+        atomic.write_json(path, results)
 
 
 def _data_rates(shards: Path, batch: int) -> dict[str, Any]:

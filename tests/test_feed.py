@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import build_dataset
 
+from demakeup_dist.atomic import temporary_name
 from demakeup_dist.data import feed as feed_module
 from demakeup_dist.data import resident
 from demakeup_dist.data.feed import DataFeed, choose_cache
@@ -94,7 +95,7 @@ def test_auto_choice_follows_the_memory_there_is(monkeypatch):
     assert placement == "off" and "streaming" in why
     assert choose_cache("device", 6 * 2**30, cpu)[0] == "host"  # a CPU's device memory is the host's
     assert choose_cache("off", 1, cpu)[0] == "off"
-    with pytest.raises(ValueError, match="--data-cache 'gpu': choose from auto, device, host, off"):
+    with pytest.raises(ValueError, match="--data-cache 'gpu': choose one of auto, device, host, off"):
         choose_cache("gpu", 1, cpu)
 
 
@@ -157,7 +158,7 @@ def test_deferred_hr_decoding_gives_the_same_batches(shards):
 
 
 def test_a_killed_runs_leftover_store_is_removed(shards, store):
-    leftover = store / "demakeup-0123456789ab-run1-n0-train-hr.u8.tmp-999"
+    leftover = temporary_name(store / "demakeup-0123456789ab-run1-n0-train-hr.u8")
     leftover.write_bytes(b"half a store")
     other_run = store / "demakeup-0123456789ab-run2-n0-train-hr.u8"
     other_run.write_bytes(b"someone else's")

@@ -3,7 +3,6 @@ high bit depths scaled (not clipped), transparency on white, EXIF orientation ap
 
 from __future__ import annotations
 
-import io
 import tarfile
 from pathlib import Path
 

@@ -36,7 +36,7 @@ def test_pixel_losses_and_scale():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(loss="ssim"), "loss must be one of"),
+    (dict(loss="ssim"), "loss 'ssim': choose one of mse, l1, charbonnier"),
     (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\)"),
     (dict(ema_decay=0.99, strategy="deepspeed", zero=3), "not with DeepSpeed ZeRO-3"),
 ])

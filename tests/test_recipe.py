@@ -69,7 +69,7 @@ def test_config_precedence_and_unknown_keys(tmp_path):
         read_yaml(path)
     with pytest.raises(ValueError, match="is for model 'p2'"):
         load_config("p3", _yaml(tmp_path, "model: p2\n"))
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ValueError, match="precision 'int8': choose one of auto, bf16, fp16, fp32"):
         TrainConfig(precision="int8")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -12,8 +11,8 @@ import numpy as np
 from PIL import Image
 
 from demakeup_dist.data.loader import train_batches
-from demakeup_dist.data.pool import available_cores
 from demakeup_dist.data.shards import load_manifest, write_shards
+from demakeup_dist.machine import available_cores, cpu_name
 
 
 def bench_data(shards_dir: Path | None = None, *, triplets: int = 200, size: int = 224, batch_size: int = 8,
@@ -47,7 +46,7 @@ def bench_data(shards_dir: Path | None = None, *, triplets: int = 200, size: int
         ranks = {"world_size": world_size, "share": round(share), "bytes": per_rank,
                  "max_over_share": max(per_rank) / share}
     return {
-        "machine": f"{platform.processor() or platform.machine()}, {available_cores()} cores usable",
+        "machine": f"{cpu_name()}, {available_cores()} cores usable",
         "image_size": manifest["image_size"],
         "train_samples": train["samples"],
         "bytes_per_triplet": round(sum(s["bytes"] for s in train["shards"]) / train["samples"]),

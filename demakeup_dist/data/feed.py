@@ -26,15 +26,14 @@ from pathlib import Path
 
 import torch
 
+from demakeup_dist.choices import DATA_CACHES, SPLITS, check_choice
 from demakeup_dist.data import loader
 from demakeup_dist.data.gpu_decode import Decoder, finish, gpu_jpeg_decoder
 from demakeup_dist.data.resident import Resident, decode_split, layout, store_bytes, store_dir
 from demakeup_dist.data.shardset import ShardSet
-from demakeup_dist.train.config import DATA_CACHES as CACHE_MODES
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 # The decoded set may take this share of the GPU's free memory: the rest is for training (p4 at batch
 # 64 in bf16 peaks at ~5-8 GB) and the allocator's slack.
 DEVICE_SHARE = 0.5
@@ -52,8 +51,7 @@ def host_available() -> int:
 
 def choose_cache(mode: str, need: int, device: torch.device) -> tuple[str, str]:
     """(placement, why) for `need` decoded bytes: placement "device", "host" or "off"."""
-    if mode not in CACHE_MODES:
-        raise ValueError(f"--data-cache {mode!r}: choose from {', '.join(CACHE_MODES)}")
+    check_choice("--data-cache", mode, DATA_CACHES)
     gib = need / 2**30
     if mode == "device" and device.type != "cuda":
         mode = "host"  # on a CPU the host memory is the device's memory
@@ -114,7 +112,7 @@ class DataFeed:
         failed: BaseException | None = None
         if local_rank == 0:
             # What a killed earlier attempt of this run left (a store, or a half-written one) is RAM in /dev/shm.
-            for stale in folder.glob(f"demakeup-*-{token}-*"):
+            for stale in folder.glob(f"*demakeup-*-{token}-*"):
                 stale.unlink(missing_ok=True)
             try:
                 for split in SPLITS:

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 from typing import Callable, Sequence, TypeVar
 
 from tqdm import tqdm
 
+from demakeup_dist.machine import available_cores
+
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (respects affinity masks set by Slurm or taskset)."""
-    return len(os.sched_getaffinity(0))
 
 
 def _ignore_sigint() -> None:

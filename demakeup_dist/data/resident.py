@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from demakeup_dist import atomic
+from demakeup_dist.atomic import atomic_path
 from demakeup_dist.data.loader import decode_member
 from demakeup_dist.data.pool import parallel_map
 from demakeup_dist.data.scan import ROLES
@@ -71,20 +73,14 @@ def decode_split(shards: ShardSet, split: str, with_hr: bool, path: Path, *, wor
     name, renamed at the end, so a store that exists is complete."""
     regions = layout(shards, split, with_hr)
     info, index = shards.split(split, with_hr), shards.member_index(split)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.truncate(store_bytes(regions))
         jobs = [_ShardJob(tmp, regions, p, int(lo), index.offsets[lo:hi], index.sizes[lo:hi], index.png[lo:hi])
                 for p, lo, hi in zip(info.paths, info.starts[:-1], info.starts[1:])]
         names = parallel_map(_decode_shard, jobs, workers=workers, desc=f"decode {split}", progress=progress,
                              weights=[len(job.offsets) for job in jobs], unit="sample")
-        Path(f"{tmp}.names.json").write_text(json.dumps([n for shard in names for n in shard]), encoding="utf-8")
-        os.replace(f"{tmp}.names.json", f"{path}.names.json")
-        os.replace(tmp, path)
-    finally:
-        for leftover in (tmp, Path(f"{tmp}.names.json")):
-            leftover.unlink(missing_ok=True)
+        atomic.write_json(Path(f"{path}.names.json"), [n for shard in names for n in shard])
 
 
 def _decode_shard(job: _ShardJob) -> list[str]:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from demakeup_dist.choices import SPLITS
 from demakeup_dist.data.codec import STORED_FORMATS, UnsupportedImage, is_plain_rgb, to_rgb
 from demakeup_dist.data.pool import parallel_map
 
-SPLITS = ("train", "val", "test")
 HR_FOLDERS = ("high_r", "hr_image")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Role of an image in a triplet -> its folder (the HR folder name is found per split).

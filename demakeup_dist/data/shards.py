@@ -7,8 +7,8 @@ HR only) and ``KEY.name.txt`` (the original file name, UTF-8). EXT is ``jpg`` or
 format: JPEG/PNG files whose stored pixels already are the picture (`codec.is_plain_rgb`) are stored byte
 for byte, anything else as a lossless PNG of `codec.to_rgb`'s reading. Tars are written with a fixed mtime, so the same dataset gives the same bytes.
 
-Nothing half-written looks complete: everything goes to ``OUT.tmp-*`` and is renamed to ``OUT`` at the
-end; ``manifest.json`` is the mark of a complete set.
+Nothing half-written looks complete: everything goes to a temporary folder beside ``OUT`` and is renamed
+to ``OUT`` at the end (demakeup_dist/atomic.py); ``manifest.json`` is the mark of a complete set.
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +24,7 @@ from typing import Any
 import webdataset as wds
 
 from demakeup_dist import __version__
+from demakeup_dist.atomic import atomic_path, leftovers
 from demakeup_dist.data.codec import encode_png, open_rgb
 from demakeup_dist.data.pool import parallel_map
 from demakeup_dist.data.scan import CheckedDataset, ImageInfo, Triplet, check_dataset
@@ -97,9 +95,8 @@ def write_shards(src: Path, out: Path, *, size: int | None = None, skip_bad: boo
     if not dataset.splits[0].triplets:
         raise ValueError(f"no valid triplet left in {src}/train: nothing to train on")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()  # not tempfile.mkdtemp: its 0700 mode would hide the shards from the other cluster users
-    try:
+    with atomic_path(out) as tmp:
+        tmp.mkdir()  # not tempfile.mkdtemp: its 0700 mode would hide the shards from the other cluster users
         jobs = {s.split: [_ShardJob(tmp / f"{s.split}-{i // samples_per_shard:06d}.tar", i,
                                     s.triplets[i:i + samples_per_shard])
                           for i in range(0, len(s.triplets), samples_per_shard)] for s in dataset.splits}
@@ -109,15 +106,11 @@ def write_shards(src: Path, out: Path, *, size: int | None = None, skip_bad: boo
         manifest = _manifest(dataset, {split: [next(written) for _ in js] for split, js in jobs.items()},
                              samples_per_shard)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-        _swap_into_place(tmp, out)
-    except BaseException:  # Ctrl-C included: never leave a half-written set behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    for stale in out.parent.glob(f"{out.name}.tmp-*"):
+    for stale in leftovers(out):
         log.warning("%s is left over from an interrupted `demakeup shard`; delete it", stale)
     if not out.exists():
         return
@@ -130,20 +123,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
     elif any(out.iterdir()):
         # Never delete a folder we did not write, even with --overwrite: it may be the user's data.
         raise FileExistsError(f"{out} exists, is not empty and is not a shard set; choose a new --out")
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    if not any(out.iterdir()):
-        out.rmdir()
-        os.replace(tmp, out)
-        return
-    old = out.with_name(f"{out.name}.old-{os.getpid()}")
-    os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old)
 
 
 def _write_shard(job: _ShardJob) -> dict[str, Any]:

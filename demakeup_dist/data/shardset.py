@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from demakeup_dist.choices import SPLITS
 from demakeup_dist.data.scan import ROLES
 from demakeup_dist.data.shards import MANIFEST, file_sha256, load_manifest, shard_set_id
 
@@ -88,7 +89,7 @@ class ShardSet:
 
     def check_trainable(self, with_hr: bool) -> None:
         """Refuse up front what would only fail after training: a missing or empty val / test split."""
-        for name in ("train", "val", "test"):
+        for name in SPLITS:
             if self.split(name, with_hr).samples == 0:
                 raise ValueError(f"the {name} split of {self.root} is empty (all its files were skipped by "
                                  "`demakeup shard --skip-bad`?): training needs train, val and test samples; "

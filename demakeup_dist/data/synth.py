@@ -15,23 +15,22 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from demakeup_dist.choices import SIZE_MULTIPLE, SPLITS
 from demakeup_dist.data.synth_face import F32, Canvas, paint_face, sample_face
 from demakeup_dist.data.synth_makeup import apply_makeup
+from demakeup_dist.atomic import atomic_path
+from demakeup_dist.machine import available_cores
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 FOLDERS = {"makeup": "makeup", "non_makeup": "non-makeup", "hr": "high_r"}  # sample key -> folder
 SR_FACTOR = 4
-SIZE_MULTIPLE = 32  # the U-Nets downsample 5 times (section 3 of the spec)
 # JPEG like the course data, but its loss (~43 dB PSNR at 224 px) stays far below the makeup
 # signal (~29 dB), and 4:4:4 chroma keeps thin coloured strokes (eyeliner, lip edges) that
 # 4:2:0 smears (~40 dB) for ~25% bigger files. Changing either changes every file of a seed.
@@ -100,7 +99,7 @@ def synth_dataset(out: Path, *, train: int, val: int, test: int, size: int = 224
                   workers: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
     """Write a synthetic dataset to `out` (layout in the module docstring) and return `out`.
 
-    The files are written under ``OUT.tmp-<pid>`` and renamed to `out` only when complete.
+    The files are written under a temporary name beside `out` and renamed to `out` only when complete.
     `workers` (default: all CPU cores) > 1 renders in spawned processes, so a calling script
     needs the usual ``if __name__ == "__main__":`` guard. Raises ValueError for bad sizes /
     counts and FileExistsError for a non-empty `out` (unless `overwrite`, which replaces it).
@@ -113,18 +112,16 @@ def synth_dataset(out: Path, *, train: int, val: int, test: int, size: int = 224
     if seed < 0:
         raise ValueError(f"--seed {seed}: must be >= 0")
     if workers is None:
-        workers = os.cpu_count() or 1
+        workers = available_cores()
     if workers < 1:
         raise ValueError(f"--workers {workers}: must be >= 1")
     _check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for split in SPLITS:
-        for folder in FOLDERS.values():
-            (tmp / split / folder).mkdir(parents=True)
-    jobs = [(tmp, split, i, size, seed) for split in SPLITS for i in range(counts[split])]
-    try:
+    with atomic_path(out) as tmp:
+        for split in SPLITS:
+            for folder in FOLDERS.values():
+                (tmp / split / folder).mkdir(parents=True)
+        jobs = [(tmp, split, i, size, seed) for split in SPLITS for i in range(counts[split])]
         with tqdm(total=len(jobs), unit="sample", desc=f"synth {size}px", disable=not progress) as bar:
             if workers == 1:
                 for job in jobs:
@@ -135,20 +132,5 @@ def synth_dataset(out: Path, *, train: int, val: int, test: int, size: int = 224
                 with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
                     for _ in pool.imap_unordered(_write_sample, jobs, chunksize=4):
                         bar.update()
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %d synthetic triplets (%dpx) to %s", len(jobs), size, out)
     return out
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished `tmp` to `out`; an old `out` is moved aside first and deleted last."""
-    old = None
-    if out.exists():
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old)

@@ -16,11 +16,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from demakeup_dist.choices import PRECISIONS, STRATEGIES, check_choice
+from demakeup_dist.models import MODEL_NAMES
 from demakeup_dist.resources import deepspeed_config, sbatch_template
 
-MODELS = ("p1", "p2", "p3", "p4")
-STRATEGIES = ("ddp", "deepspeed")
-PRECISIONS = ("bf16", "fp16", "fp32")
 # Options the launcher itself sets for `demakeup train`; the error says which submit option to use.
 RESERVED_TRAIN_OPTIONS = {
     "--shards": "--shards", "--run-dir": "--run-dir", "--resume": "--resume RUN_DIR", "--nproc": "--gpus",
@@ -52,7 +51,7 @@ class JobOptions:
     mem: str | None = None  # per node, e.g. 200G
     strategy: str = "ddp"
     zero: int = 2
-    precision: str | None = None  # None: bf16 on GPUs, fp32 on CPUs
+    precision: str | None = None  # None or auto: bf16 on GPUs, fp32 on CPUs
     config: Path | None = None
     signal_seconds: int = 120
     max_restarts: int = 10
@@ -119,21 +118,19 @@ def time_limit_seconds(text: str) -> int:
 
 def validate(opts: JobOptions) -> Layout:
     """Check every option (raising ValueError naming it) and return the process layout."""
-    if opts.model not in MODELS:
-        raise ValueError(f"model {opts.model!r}: choose one of {', '.join(MODELS)}")
+    check_choice("model", opts.model, MODEL_NAMES)
     layout = plan_layout(opts.gpus, opts.gpus_per_node, opts.nodes, opts.cpu_procs_per_node)
     _positive(opts.cpus_per_gpu, "--cpus-per-gpu")
     _positive(opts.signal_seconds, "--signal-seconds")
     if opts.max_restarts < 0:
         raise ValueError(f"--max-restarts {opts.max_restarts}: must be 0 or more")
-    if opts.strategy not in STRATEGIES:
-        raise ValueError(f"--strategy {opts.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    check_choice("--strategy", opts.strategy, STRATEGIES)
     if opts.strategy == "deepspeed":
         if opts.gpus == 0:
             raise ValueError("--strategy deepspeed needs GPUs: use --gpus N, or --strategy ddp for CPU jobs")
         deepspeed_config(opts.zero)
-    if opts.precision is not None and opts.precision not in PRECISIONS:
-        raise ValueError(f"--precision {opts.precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if opts.precision is not None:
+        check_choice("--precision", opts.precision, PRECISIONS)
     if opts.gpus == 0 and opts.precision == "fp16":
         raise ValueError("--precision fp16 needs GPUs: use fp32 or bf16 for CPU jobs")
     if opts.time is not None and time_limit_seconds(opts.time) <= opts.signal_seconds:
@@ -163,7 +160,7 @@ def validate(opts: JobOptions) -> Layout:
 def template_values(opts: JobOptions, layout: Layout) -> dict[str, object]:
     """The placeholder values for `opts` (None: leave that #SBATCH line out)."""
     cpu = opts.gpus == 0
-    precision = opts.precision or ("fp32" if cpu else "bf16")
+    precision = opts.precision if opts.precision not in (None, "auto") else ("fp32" if cpu else "bf16")
     if opts.strategy == "deepspeed":
         launch_flags = ["--use_deepspeed", "--deepspeed_config_file", str(deepspeed_config(opts.zero))]
     elif layout.processes > 1:

@@ -13,12 +13,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from demakeup_dist import atomic
 from demakeup_dist.launch.render import JobOptions, log_path, render, validate
 
 SCRIPT_NAME = "job.sbatch"
@@ -118,7 +118,7 @@ def _prepare(opts: JobOptions, template: Path | None, resume: bool) -> str:
 def _save_script(run_dir: Path, text: str) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / SCRIPT_NAME
-    _write_atomic(path, text)
+    atomic.write_text(path, text)
     path.chmod(0o755)
     return path
 
@@ -129,14 +129,8 @@ def _record(run_dir: Path, job_id: str, log: Path, script: Path, command: list[s
     records = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
     records.append({"job_id": job_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     "command": command or [], "log": str(log), "script": str(script)})
-    _write_atomic(path, json.dumps(records, indent=1) + "\n")
+    atomic.write_json(path, records)
     wandb_file = run_dir / "wandb_id.txt"
     wandb_id = wandb_file.read_text(encoding="utf-8").strip() if wandb_file.is_file() else None
     return Submission(job_id, run_dir, log, script, wandb_id)
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

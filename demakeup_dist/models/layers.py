@@ -28,8 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-SIZE_MULTIPLE = 32
-"""Input sides must be multiples of this: the ResNet34 encoder halves the size five times."""
+from demakeup_dist.choices import SIZE_MULTIPLE
 
 OUT_ACTIVATIONS = ("sigmoid", "identity")
 NORM_IMPLS = ("auto", "native", "reductions")

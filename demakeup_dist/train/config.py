@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +17,13 @@ from typing import Any
 
 import yaml
 
+from demakeup_dist import atomic
+from demakeup_dist.choices import (
+    COMPILE_MODES, DATA_CACHES, LOSSES, PRECISIONS, STRATEGIES, WANDB_MODES, ZERO_STAGES, check_choice,
+)
+from demakeup_dist.machine import available_cores
 from demakeup_dist.train.typed import convert, describe, like
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-STRATEGIES = ("ddp", "deepspeed")
-WANDB_MODES = ("auto", "online", "offline", "disabled")
-DATA_CACHES = ("auto", "device", "host", "off")  # data/feed.py explains each
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-LOSSES = ("mse", "l1", "charbonnier")  # train/recipe.py's pixel_loss
 BRIEF_LR = 1e-2  # the course brief's init_lr for official.nlp.optimization.create_optimizer
 
 
@@ -109,15 +107,9 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             setattr(self, f.name, coerce(f.name, getattr(self, f.name)))
         self.model_args = model_args_for(self.model, self.model_args)
+        for key, valid in _CHOICES.items():
+            check_choice(key, getattr(self, key), valid)
         checks = [
-            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
-            (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}, got {self.strategy!r}"),
-            (self.wandb in WANDB_MODES, f"wandb must be one of {WANDB_MODES}, got {self.wandb!r}"),
-            (self.data_cache in DATA_CACHES, f"data_cache must be one of {DATA_CACHES}, got {self.data_cache!r}"),
-            (self.compile_mode in COMPILE_MODES,
-             f"compile_mode must be one of {COMPILE_MODES}, got {self.compile_mode!r}"),
-            (self.zero in (1, 2, 3), f"zero must be 1, 2 or 3, got {self.zero}"),
-            (self.loss in LOSSES, f"loss must be one of {LOSSES}, got {self.loss!r}"),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}"),
             (not (self.ema_decay and self.strategy == "deepspeed" and self.zero == 3),
              "ema_decay needs every parameter on every rank: not with DeepSpeed ZeRO-3 (use --zero 1 or 2)"),
@@ -148,8 +140,7 @@ class TrainConfig:
         """JPEG decoding of the 896x896 targets needs several cores per GPU; leave one for the trainer."""
         if self.num_workers is not None:
             return self.num_workers
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, min(8, cores // max(local_processes, 1) - 1))
+        return max(1, min(8, available_cores() // max(local_processes, 1) - 1))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -255,12 +246,13 @@ def load_config(model: str, config_file: Path | None = None, sets: dict[str, Any
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
+_CHOICES = {"precision": PRECISIONS, "strategy": STRATEGIES, "wandb": WANDB_MODES, "data_cache": DATA_CACHES,
+            "compile_mode": COMPILE_MODES, "zero": ZERO_STAGES, "loss": LOSSES}
+"""The fields whose value is one of a fixed set (demakeup_dist/choices.py)."""
 
 
 def config_from_file(path: Path) -> TrainConfig:

@@ -20,6 +20,7 @@ import torch
 from accelerate.utils import DistributedType
 from torch.nn.parallel import DistributedDataParallel
 
+from demakeup_dist import atomic
 from demakeup_dist.data.feed import DataFeed
 from demakeup_dist.data.shardset import ShardSet
 from demakeup_dist.models import build_model, model_tasks
@@ -34,7 +35,7 @@ from demakeup_dist.train.rundir import (
 )
 from demakeup_dist.train.runlock import RunLock
 from demakeup_dist.train.tracking import (
-    RunTracker, Throughput, failures_recorded, log, read_status, setup_logging, write_json_atomic,
+    RunTracker, Throughput, failures_recorded, log, read_status, setup_logging,
 )
 from demakeup_dist.train.step import ModelLoss, TrainStep, compile_module, plain_state_dict
 from demakeup_dist.weights import describe, load_trained, save_weights
@@ -267,7 +268,7 @@ def evaluate_best(config, run_dir, accelerator, test_batches, tasks, reduce_sum,
                           baselines=True, flip_ensemble=config.flip_ensemble)
     results = {"model": config.model, "split": "test", "best_epoch": best_epoch, **metrics}
     if accelerator.is_main_process:
-        write_json_atomic(Path(run_dir) / "results.json", results)
+        atomic.write_json(Path(run_dir) / "results.json", results)
         log.info("test (best weights): %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return results
 

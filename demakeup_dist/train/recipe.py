@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from demakeup_dist.train.config import LOSSES, TrainConfig
+from demakeup_dist.choices import LOSSES, check_choice
+from demakeup_dist.train.config import TrainConfig
 
 _CONV_TYPES = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -77,7 +78,8 @@ def pixel_loss(kind: str, error: torch.Tensor) -> torch.Tensor:
         return torch.mean(error.abs())
     if kind == "charbonnier":
         return torch.mean(torch.sqrt(error**2 + CHARBONNIER_EPS**2))
-    raise ValueError(f"loss {kind!r}: choose from {', '.join(LOSSES)}")
+    check_choice("loss", kind, LOSSES)
+    raise AssertionError(f"loss {kind!r} has no formula")
 
 
 def restoration_loss(

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from demakeup_dist.data.loader import unit_float
-from demakeup_dist.train.config import COMPILE_MODES
+from demakeup_dist.choices import COMPILE_MODES, check_choice
 from demakeup_dist.train.recipe import TARGET_KEYS, restoration_loss
 
 
@@ -74,6 +74,5 @@ class TrainStep:
 
 def compile_module(module: nn.Module, mode: str) -> None:
     """torch.compile `module` in place (`mode` one of COMPILE_MODES)."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"compile_mode {mode!r}: choose from {', '.join(COMPILE_MODES)}")
+    check_choice("compile_mode", mode, COMPILE_MODES)
     module.compile(mode=None if mode == "default" else mode)

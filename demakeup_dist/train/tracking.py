@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from demakeup_dist import atomic
+
 if TYPE_CHECKING:
     from demakeup_dist.train.config import TrainConfig
 
@@ -41,12 +43,6 @@ def setup_logging(run_dir: Path | None, is_main: bool) -> None:
         handler = logging.FileHandler(Path(run_dir) / "train.log", encoding="utf-8")
         handler.setFormatter(fmt)
         log.addHandler(handler)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_status(run_dir: Path) -> dict:
@@ -132,7 +128,7 @@ class RunTracker:
             return
         self.status.update(fields, restarts=self.restarts, updated=datetime.now(timezone.utc).isoformat(),
                            host=socket.gethostname(), pid=os.getpid())
-        write_json_atomic(self.run_dir / "status.json", self.status)
+        atomic.write_json(self.run_dir / "status.json", self.status)
 
     def finish(self, summary: dict[str, Any] | None = None) -> None:
         if self.wandb_run is not None:
@@ -158,7 +154,7 @@ def failures_recorded(run_dir: Path):
             if status.get("status") == "running" and status.get("pid") == os.getpid():
                 error = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__).splitlines()[0]
                 try:
-                    write_json_atomic(path, {**status, "status": "failed", "error": error,
+                    atomic.write_json(path, {**status, "status": "failed", "error": error,
                                              "updated": datetime.now(timezone.utc).isoformat()})
                 except OSError as write_error:  # a full disk may refuse even this small file
                     log.warning("warning: could not record the failure in %s (%s)", path, write_error.strerror)

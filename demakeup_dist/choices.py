@@ -1,0 +1,46 @@
+"""Every closed set of values a user chooses from, defined once.
+
+The config (train/config.py) validates against these, the CLI derives its options from them
+(launcher/options.py), and the Slurm renderer, bench and predict check against the same tuples, so
+adding a value here adds it everywhere. The network names are the model registry's
+(`demakeup_dist.models.MODEL_NAMES`); the per-network tasks are each model's `tasks`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+"""auto = bf16 on a GPU that supports it, else fp32."""
+STRATEGIES = ("ddp", "deepspeed")
+ZERO_STAGES = (1, 2, 3)
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+DATA_CACHES = ("auto", "device", "host", "off")
+"""Where decoded images live during training; data/feed.py explains each."""
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+LOSSES = ("mse", "l1", "charbonnier")
+"""train/recipe.py's pixel_loss."""
+SPLITS = ("train", "val", "test")
+TASKS = ("demakeup", "sr")
+"""The outputs a network can have: the de-made-up image, and (p4) the 4x super-resolved input."""
+DEVICES = ("auto", "cpu", "cuda")
+"""auto = cuda when available."""
+SIZE_MULTIPLE = 32
+"""Image sides must be multiples of this: the U-Nets halve the resolution five times."""
+
+
+def check_choice(option: str, value: object, valid: Iterable[object]) -> None:
+    """ValueError naming `option`, the value and the valid ones, unless `value` is among `valid`."""
+    valid = tuple(valid)
+    if value not in valid:
+        raise ValueError(f"{option} {value!r}: choose one of {', '.join(map(str, valid))}")
+
+
+def parse_list(option: str, text: str, valid: Iterable[str]) -> tuple[str, ...]:
+    """A comma-separated option value ("p1,p3") as a tuple, each item checked against `valid`."""
+    valid = tuple(valid)
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    bad = [n for n in names if n not in valid]
+    if bad or not names:
+        raise ValueError(f"{option} {text!r}: use a comma-separated list of {', '.join(valid)}")
+    return names
