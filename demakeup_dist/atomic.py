@@ -1,4 +1,6 @@
-"""Nothing half-written may look complete: every file and folder the tool writes appears under its
+"""Files written whole or not at all, and read back with errors that name them.
+
+Nothing half-written may look complete: every file and folder the tool writes appears under its
 final name only once whole. A write goes to a temporary name beside the target (same filesystem, so
 the rename is atomic) and is renamed at the end; a failure removes the temporary and leaves any
 previous version untouched."""
@@ -62,6 +64,19 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any, **dump_kw: Any) -> None:
     write_text(path, json.dumps(data, **{"indent": 1, **dump_kw}) + "\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    """The JSON in `path`; `default` when it does not exist (FileNotFoundError naming it when no default)."""
+    path = Path(path)
+    if not path.is_file():
+        if default is None:
+            raise FileNotFoundError(f"{path} not found")
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is damaged ({exc}): rerun the step that wrote it") from None
 
 
 def _remove(path: Path) -> None:

@@ -2,14 +2,16 @@
 
 The config (train/config.py) validates against these, the CLI derives its options from them
 (launcher/options.py), and the Slurm renderer, bench and predict check against the same tuples, so
-adding a value here adds it everywhere. The network names are the model registry's
-(`demakeup_dist.models.MODEL_NAMES`); the per-network tasks are each model's `tasks`.
+adding a value here adds it everywhere. This module imports nothing heavy, so that `demakeup --help`
+stays instant; which tasks a network has is its own (`demakeup_dist.models.model_tasks`).
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
+MODEL_NAMES = ("p1", "p2", "p3", "p4")
+"""The brief's four networks; the registry in demakeup_dist/models says what each is."""
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 """auto = bf16 on a GPU that supports it, else fp32."""
 STRATEGIES = ("ddp", "deepspeed")
@@ -20,6 +22,9 @@ DATA_CACHES = ("auto", "device", "host", "off")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 LOSSES = ("mse", "l1", "charbonnier")
 """train/recipe.py's pixel_loss."""
+RESUME_MODES = ("auto", "latest")
+"""How `--resume` continues a run dir: auto = from its newest checkpoint if any, else from the start;
+latest = from its newest checkpoint, which must exist. (`demakeup train` also takes a checkpoint dir.)"""
 SPLITS = ("train", "val", "test")
 TASKS = ("demakeup", "sr")
 """The outputs a network can have: the de-made-up image, and (p4) the 4x super-resolved input."""

@@ -31,7 +31,8 @@ from demakeup_dist.models import MODEL_NAMES
 from demakeup_dist.report import EXPERIMENT_FILE, run_dir_of, write_report
 from demakeup_dist.resources import recommended_configs
 from demakeup_dist.train.config import BRIEF_LR
-from demakeup_dist.train.tracking import log, read_status, setup_logging
+from demakeup_dist.rundir import RunDir
+from demakeup_dist.train.tracking import log, setup_logging
 
 SLURM_POLL_S = 30.0
 RECOMMENDED_DIR = recommended_configs()  # the brief's configs + the levers that measurably won
@@ -168,7 +169,7 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
     """
     from demakeup_dist.data.shards import load_manifest
     from demakeup_dist.report import load_experiment
-    from demakeup_dist.train.config import load_config, save_config
+    from demakeup_dist.train.config import config_yaml, load_config
 
     if seeds < 1:
         raise ValueError(f"--seeds {seeds}: must be at least 1")
@@ -190,7 +191,7 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
     for model in models:
         for k in range(1, seeds + 1):
             run_dir, label = run_dir_of(out, model, k), model if k == 1 else f"{model}-s{k}"
-            if read_status(run_dir).get("status") == "finished":
+            if RunDir(run_dir).read_status().get("status") == "finished":
                 log.info("%s: already finished in %s, not retrained", label, run_dir)
                 continue
             config_file = out / "configs" / f"{label}.yaml"
@@ -201,7 +202,7 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
                 config.model_args = {**config.model_args, "residual": True}
             config.wandb_group = group
             config.wandb_tags = [model, "residual" if config.model_args.get("residual") else "brief"]
-            save_config(config, config_file)
+            atomic.write_text(config_file, config_yaml(config))
             todo.append((label, model, run_dir, config_file))
     if slurm is not None and todo:
         with clock.phase(f"Slurm jobs {', '.join(label for label, *_ in todo)}"):
@@ -232,13 +233,13 @@ def _train_here(model: str, config_file: Path, shards: Path, run_dir: Path, npro
         try:
             train(load_config(model, config_file), shards, run_dir, resume="auto")
         finally:
-            setup_logging(None, True)  # detach the run's train.log from the phase lines
+            setup_logging(None, True)  # detach the run's log file from the phase lines
         return
     cmd = [sys.executable, "-m", "launcher.main", "train", model, "--shards", str(shards), "--config",
            str(config_file), "--run-dir", str(run_dir), "--resume", "auto", "--nproc", str(nproc)]
     code = subprocess.call(cmd)
     if code != 0:
-        raise RuntimeError(f"training {model} failed (exit {code}); see {run_dir / 'train.log'}, fix, and rerun "
+        raise RuntimeError(f"training {model} failed (exit {code}); see {RunDir(run_dir).log_file}, fix, and rerun "
                            "the same command: finished models are kept and the rest resume")
 
 
@@ -247,19 +248,18 @@ def _run_on_slurm(todo: list[tuple[str, str, Path, Path]], shards: Path, slurm: 
     from demakeup_dist.launch.render import JobOptions
     from demakeup_dist.launch.status import ACTIVE_STATES, job_state
     from demakeup_dist.launch.submit import submit
-    from demakeup_dist.train.checkpoint import latest_checkpoint
 
     jobs, run_dirs = {}, {}
     for label, model, run_dir, config_file in todo:
         run_dirs[label] = run_dir = run_dir.resolve()
         opts = JobOptions(model=model, shards=shards, run_dir=run_dir, config=config_file.resolve(), **slurm)
         jobs[label] = submit(opts, command=["demakeup", *sys.argv[1:]],
-                             resume=latest_checkpoint(run_dir) is not None).job_id
+                             resume="auto").job_id
         log.info("%s: Slurm job %s, run dir %s", label, jobs[label], run_dir)
     while jobs:
         time.sleep(SLURM_POLL_S)
         for label, job_id in list(jobs.items()):
-            status = read_status(run_dirs[label])
+            status = RunDir(run_dirs[label]).read_status()
             if status.get("status") == "finished":
                 log.info("%s: finished", label)
                 del jobs[label]

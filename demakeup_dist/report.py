@@ -2,15 +2,14 @@
 
 With several seeds (`experiment.json` "seeds": N) each number is the mean +- std over the seeds and a
 question is answered only where the difference exceeds the seed noise (demakeup_dist/seeds.py).
-Reads finished run dirs only: `OUT/runs/<model>/` (seed 1; `<model>-s2` .. `-sN` beside it) with `status.json` ("finished"), `results.json`
-(test metrics of the best weights and the identity / bicubic baselines, written by the trainer),
-`config.yaml` and `best.safetensors`. `OUT/experiment.json` (written by `demakeup_dist.demo`) adds the
+Reads finished run dirs only (demakeup_dist/rundir.py): `OUT/runs/<model>/` (seed 1; `<model>-s2` .. `-sN`
+beside it) whose status is "finished", with their test results (the best weights' metrics and the identity /
+bicubic baselines, written by the trainer), config, best weights and val metrics. `OUT/experiment.json` (written by `demakeup_dist.demo`) adds the
 shard set, the hardware, the wall time and notes; a report can be rebuilt from these files alone.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from safetensors import safe_open
 
 from demakeup_dist import atomic
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.models import MODEL_NAMES, MODELS
 from demakeup_dist.pictures import grid_columns, picture_grid, psnr_plot
 from demakeup_dist.seeds import Spread, difference, spread
@@ -42,7 +42,7 @@ class RunSummary:
     model: str
     run_dir: Path
     results: dict[str, Any]  # results.json: psnr, ssim, identity_psnr, ... [psnr_sr, bicubic_psnr_sr, ...]
-    config: dict[str, Any]  # config.yaml
+    config: dict[str, Any]  # the run's resolved config
     params: int  # numbers in best.safetensors
     img_per_s: float | None  # the trainer's last measured training throughput (status.json)
     val_psnr: list[tuple[int, float]]  # (epoch, val PSNR) of every evaluation (metrics.jsonl)
@@ -56,44 +56,29 @@ def run_dir_of(out: Path, model: str, seed_index: int = 1) -> Path:
 
 def load_run(run_dir: Path, model: str) -> RunSummary:
     """Read a finished run; FileNotFoundError / ValueError name the run dir and what is missing."""
-    import yaml
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
         raise FileNotFoundError(f"no run dir {run_dir} for {model}: train it first (`demakeup experiment` without "
                                 "--report-only) or leave it out with --models")
-    status = _read_json(run_dir / "status.json", {})
-    if status.get("status") != "finished" or not (run_dir / "results.json").is_file():
+    status = run.read_status()
+    if status.get("status") != "finished" or not run.results_file.is_file():
         raise ValueError(f"the {model} run in {run_dir} is not finished (status: "
                          f"{status.get('status', 'not started')}): wait for it (`demakeup status` shows where it is), "
                          "resume it, or leave it out with --models")
-    config_file = run_dir / "config.yaml"
-    config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    saved = run.read_config()
+    config = saved.to_dict() if saved is not None else {}
     if config.get("model", model) != model:
         raise ValueError(f"{run_dir} holds a {config['model']} run, not {model}")
-    weights = run_dir / "best.safetensors"
+    weights = run.best_weights
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing: the {model} run dir is incomplete; retrain it")
     with safe_open(str(weights), framework="pt") as fh:
         params = sum(int(np.prod(fh.get_slice(k).get_shape())) for k in fh.keys())
-    metrics = run_dir / "metrics.jsonl"
-    lines = metrics.read_text(encoding="utf-8").splitlines() if metrics.is_file() else []
-    records = [json.loads(line) for line in lines if line.strip()]
+    records = run.read_metrics()
     curve = [(r["epoch"], r["val_psnr"]) for r in records]
     identity = records[-1].get("val_identity_psnr") if records else None
-    return RunSummary(model, run_dir, _read_json(run_dir / "results.json"), config, params, status.get("img_per_s"),
+    return RunSummary(model, run.path, run.read_results(), config, params, status.get("img_per_s"),
                       curve, identity)
-
-
-def _read_json(path: Path, default: Any = None) -> Any:
-    if not path.is_file():
-        if default is None:
-            raise FileNotFoundError(f"{path} not found")
-        return default
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is damaged ({exc}): rerun the step that wrote it") from None
 
 
 Runs = dict[str, list[RunSummary]]  # model -> one finished run per seed
@@ -236,7 +221,7 @@ def _recipe(config: dict[str, Any]) -> str:
 
 
 def load_experiment(out: Path) -> dict[str, Any]:
-    return _read_json(Path(out) / EXPERIMENT_FILE, {})
+    return atomic.read_json(Path(out) / EXPERIMENT_FILE, {})
 
 
 def write_report(out: Path, models: tuple[str, ...] = MODEL_NAMES, *, shards: Path | None = None,

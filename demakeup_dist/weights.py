@@ -31,9 +31,9 @@ from safetensors.torch import save as safetensors_bytes
 from demakeup_dist import __version__
 from demakeup_dist.atomic import atomic_path
 from demakeup_dist.choices import SIZE_MULTIPLE
+from demakeup_dist.rundir import RunDir
 
 FORMAT = "demakeup-weights/1"
-RUN_DIR_WEIGHTS = "best.safetensors"
 
 
 @dataclass(frozen=True)
@@ -83,12 +83,12 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path, info: WeightsI
 
 
 def weights_path(path: Path) -> Path:
-    """A weights file, or the best.safetensors of a run dir."""
+    """A weights file, or the best weights of a run dir."""
     path = Path(path)
     if path.is_dir():
-        weights = path / RUN_DIR_WEIGHTS
+        weights = RunDir(path).best_weights
         if not weights.is_file():
-            raise FileNotFoundError(f"{path} has no {RUN_DIR_WEIGHTS}: is it a finished (or evaluated) run dir?")
+            raise FileNotFoundError(f"{path} has no {weights.name}: is it a finished (or evaluated) run dir?")
         return weights
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such run dir or weights file")
@@ -103,7 +103,7 @@ def read_info(path: Path) -> WeightsInfo:
         raise ValueError(
             f"{path} does not record which network it holds and how that network was built (no "
             f"{FORMAT!r} metadata; written by an older demakeup or another tool). Load it from the run dir "
-            "that made it (`demakeup predict RUN_DIR ...`, whose config.yaml says how), or re-save it with "
+            "that made it (`demakeup predict RUN_DIR ...`, whose config says how), or re-save it with "
             "demakeup_dist.weights.save_weights(state_dict, path, describe(model, model_args))"
         )
     try:
@@ -116,14 +116,14 @@ def read_info(path: Path) -> WeightsInfo:
         raise ValueError(f"{path}: damaged {FORMAT} metadata ({exc!r}); load it from its run dir") from exc
 
 
-def _run_dir_info(run_dir: Path) -> WeightsInfo:
-    """A run dir's weights file, or its config.yaml when the file predates the metadata."""
+def _run_dir_info(run: RunDir) -> WeightsInfo:
+    """A run dir's weights file, or its config when the file predates the metadata."""
     try:
-        return read_info(run_dir / RUN_DIR_WEIGHTS)
+        return read_info(run.best_weights)
     except ValueError:
-        from demakeup_dist.train.config import config_from_file
-
-        config = config_from_file(run_dir / "config.yaml")
+        config = run.read_config()
+        if config is None:
+            raise
         return describe(config.model, config.model_args)
 
 
@@ -136,7 +136,7 @@ def load_trained(path: Path, model: str | None = None,
     from demakeup_dist.models import build_model
 
     weights = weights_path(path)
-    info = _run_dir_info(Path(path)) if Path(path).is_dir() else read_info(weights)
+    info = _run_dir_info(RunDir(path)) if Path(path).is_dir() else read_info(weights)
     if model is not None and model != info.model:
         raise ValueError(f"{weights} holds a {info.model} network, not {model}: drop --model or pass {info.model}")
     net = build_model(info.model, **info.model_args)

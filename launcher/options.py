@@ -1,17 +1,40 @@
-"""Typer options derived from the library's single definitions (demakeup_dist/choices.py, the model
-registry), so that every command offers the same values under the same names."""
+"""Typer options derived from the library's single definitions (demakeup_dist/choices.py), so that every
+command offers the same values under the same names. Typer checks an Enum option and lists its values
+in --help; commands hand the library `plain(value)`."""
 
 from __future__ import annotations
 
 from enum import Enum
 from typing import Any, Iterable
 
+from demakeup_dist import choices
+
 
 def choice_enum(name: str, values: Iterable[Any]) -> type[Enum]:
-    """A str Enum of `values`, which Typer shows as `[a|b|c]` and checks; `.value` is the plain value."""
+    """A str Enum of `values` (Typer shows `[a|b|c]` and refuses anything else)."""
     return Enum(name, {str(v): str(v) for v in values}, type=str)
 
 
 def plain(value: Any) -> Any:
     """The library's value of a parsed option: an Enum member's value, anything else unchanged."""
     return value.value if isinstance(value, Enum) else value
+
+
+Model = choice_enum("Model", choices.MODEL_NAMES)
+Precision = choice_enum("Precision", choices.PRECISIONS)
+Strategy = choice_enum("Strategy", choices.STRATEGIES)
+ZeroStage = choice_enum("ZeroStage", choices.ZERO_STAGES)
+WandbMode = choice_enum("WandbMode", choices.WANDB_MODES)
+DataCache = choice_enum("DataCache", choices.DATA_CACHES)
+CompileMode = choice_enum("CompileMode", choices.COMPILE_MODES)
+Split = choice_enum("Split", choices.SPLITS)
+Device = choice_enum("Device", choices.DEVICES)
+
+MODELS_HELP = f"Comma-separated networks, any of {','.join(choices.MODEL_NAMES)}."
+RESUME_HELP = ("auto: continue the run dir's newest checkpoint if there is one, else start; latest: continue it "
+               "(it must exist)")
+
+
+def models_list(text: str) -> tuple[str, ...]:
+    """A `--models p1,p3` value, checked."""
+    return choices.parse_list("--models", text, choices.MODEL_NAMES)

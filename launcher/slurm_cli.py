@@ -11,10 +11,11 @@ from typing import List, Optional
 import typer
 
 from launcher.errors import UserError, user_errors
+from launcher.options import RESUME_HELP, Model, Precision, Strategy, ZeroStage, plain
 
 
 def submit(
-    model: str = typer.Argument(..., help="Network to train: p1, p2, p3 or p4."),
+    model: Model = typer.Argument(..., help="Network to train (see `demakeup models`)."),
     train_args: Optional[List[str]] = typer.Argument(
         None, metavar="[-- TRAIN_OPTIONS]", help="Options for `demakeup train` after `--`, e.g. -- --epochs 50."),
     shards: Path = typer.Option(..., help="Shard dir made by `demakeup shard`, on a filesystem all nodes see."),
@@ -29,12 +30,12 @@ def submit(
     time_limit: Optional[str] = typer.Option(None, "--time", help="Time limit D-HH:MM:SS (default: the partition's)."),
     mem: Optional[str] = typer.Option(None, help="Memory per node, e.g. 200G (default: the partition's)."),
     run_dir: Optional[Path] = typer.Option(None, help="Run dir on a shared filesystem (default: runs/MODEL-TIME)."),
-    strategy: str = typer.Option("ddp", help="ddp, or deepspeed (ZeRO config configs/deepspeed/zeroN.json)."),
-    zero: int = typer.Option(2, help="DeepSpeed ZeRO stage 1, 2 or 3 (with --strategy deepspeed)."),
-    precision: Optional[str] = typer.Option(None, help="bf16, fp16 or fp32 (default: bf16 on GPUs, fp32 on CPUs)."),
+    strategy: Strategy = typer.Option("ddp", help="ddp, or deepspeed (ZeRO config configs/deepspeed/zeroN.json)."),
+    zero: ZeroStage = typer.Option("2", help="DeepSpeed ZeRO stage (with --strategy deepspeed)."),
+    precision: Precision = typer.Option("auto", help="auto = bf16 on GPUs, fp32 on CPUs."),
     config: Optional[Path] = typer.Option(None, help="Training YAML config (default: configs/MODEL.yaml)."),
     template: Optional[Path] = typer.Option(None, help="Your copy of slurm/train.sbatch to render instead."),
-    resume: Optional[Path] = typer.Option(None, metavar="RUN_DIR", help="Continue this run from its last checkpoint."),
+    resume: Optional[str] = typer.Option(None, metavar="auto|latest", help=f"Continue --run-dir: {RESUME_HELP}."),
     signal_seconds: int = typer.Option(120, help="Seconds before the time limit to checkpoint and requeue."),
     max_restarts: int = typer.Option(10, help="Requeue at most this many times (stops a crash loop)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the batch script on stdout; submit nothing."),
@@ -47,17 +48,18 @@ def submit(
     Example: demakeup submit p4 --gpus 16 --shards /shared/shards --partition gpu --time 2-00:00:00 -- --epochs 300
     """
     from demakeup_dist.launch.render import JobOptions, render, validate
-    from demakeup_dist.launch.submit import check_inputs, default_run_dir, run_local, submit as submit_job
+    from demakeup_dist.launch.submit import check_inputs, run_local, submit as submit_job
+    from demakeup_dist.rundir import new_run_dir
     from launcher.train_cli import check_train_options
 
+    model, strategy, zero, precision = plain(model), plain(strategy), int(plain(zero)), plain(precision)
     with user_errors():
         if dry_run and local:
             raise UserError("--dry-run and --local exclude each other: pick one")
-        if resume is not None and run_dir is not None and resume.resolve() != run_dir.resolve():
-            raise UserError("--resume RUN_DIR already names the run dir: drop --run-dir")
+        run_dir, resume = _resume_target(run_dir, resume)
         if nodes != "auto" and not nodes.isdigit():
             raise UserError(f"--nodes {nodes!r}: use auto or a number")
-        target = resume or run_dir or default_run_dir(model)
+        target = run_dir or new_run_dir(model).resolve()
         opts = JobOptions(
             model=model, shards=shards.resolve(), run_dir=target.resolve(), gpus=gpus, gpus_per_node=gpus_per_node,
             nodes=None if nodes == "auto" else int(nodes), cpu_procs_per_node=cpu_procs_per_node,
@@ -70,22 +72,39 @@ def submit(
         validate(opts)
         check_train_options(model, opts.shards, opts.train_args, config=opts.config, run_dir=opts.run_dir,
                             resume=resume is not None, strategy=strategy, zero=zero, precision=precision)
-        check_inputs(opts, resume is not None)
+        check_inputs(opts, resume)
         if dry_run:
             sys.stdout.write(render(opts, template))
             typer.echo(f"(dry run: nothing submitted; run dir would be {opts.run_dir})", err=True)
             return
         command = ["demakeup", *sys.argv[1:]]
         if local:
-            sub, code = run_local(opts, template=template, command=command, resume=resume is not None)
+            sub, code = run_local(opts, template=template, command=command, resume=resume)
             typer.echo(f"local job ended with exit code {code}; run dir {sub.run_dir}; log {sub.log}", err=True)
             raise typer.Exit(code)
-        sub = submit_job(opts, template=template, command=command, resume=resume is not None)
+        sub = submit_job(opts, template=template, command=command, resume=resume)
     typer.echo(f"job id:  {sub.job_id}")
     typer.echo(f"run dir: {sub.run_dir}")
     typer.echo(f"log:     {sub.log}")
-    typer.echo(f"wandb:   {sub.wandb_id or 'id in RUN_DIR/wandb_id.txt once training starts'}")
+    typer.echo(f"wandb:   {sub.wandb_id or 'run id known once training starts (demakeup status)'}")
     typer.echo(f"watch:   demakeup status {sub.job_id}")
+
+
+def _resume_target(run_dir: Path | None, resume: str | None) -> tuple[Path | None, str | None]:
+    """(run dir, resume mode) of submit's options; the older `--resume RUN_DIR` still works, with a warning."""
+    from demakeup_dist.choices import RESUME_MODES
+
+    if resume is None or resume in RESUME_MODES:
+        if resume is not None and run_dir is None:
+            raise UserError(f"--resume {resume} continues a run: name it with --run-dir RUN_DIR")
+        return run_dir, resume
+    if not Path(resume).is_dir():
+        raise UserError(f"--resume {resume!r}: use {' or '.join(RESUME_MODES)} with --run-dir RUN_DIR")
+    typer.secho(f"warning: --resume RUN_DIR is deprecated: use --run-dir {resume} --resume auto", err=True,
+                fg=typer.colors.YELLOW)
+    if run_dir is not None and run_dir.resolve() != Path(resume).resolve():
+        raise UserError("--resume RUN_DIR and --run-dir name different run dirs: keep --run-dir only")
+    return Path(resume), "auto"
 
 
 def status(
@@ -106,7 +125,7 @@ def status(
         return
     typer.echo(f"run dir:  {report.run_dir}")
     if not st:
-        typer.echo("training: not started yet (no status.json)")
+        typer.echo("training: not started yet (no status recorded)")
     else:
         stale = stale_heartbeat(st)
         state = f"{st.get('status')} (STALE: {stale})" if stale else st.get("status")
@@ -132,7 +151,7 @@ def cancel(
 ) -> None:
     """Stop a run: the training saves a checkpoint at the next step and the job ends (not requeued).
 
-    Resume it later with `demakeup submit MODEL --shards DIR --resume RUN_DIR`.
+    Resume it later with `demakeup submit MODEL --shards DIR --run-dir RUN_DIR --resume latest`.
     """
     from demakeup_dist.launch.status import cancel as cancel_run
 

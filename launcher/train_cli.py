@@ -5,47 +5,23 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import typer
 
-from demakeup_dist.train.config import COMPILE_MODES, DATA_CACHES
 from launcher.errors import user_errors
-
+from launcher.options import (
+    RESUME_HELP, CompileMode, DataCache, Model, Precision, Split, Strategy, WandbMode, ZeroStage, plain,
+)
 
 SET_HELP = ("Any config key, VALUE read as YAML; repeatable. `model_args.NAME=VALUE` sets one network option, "
-            "e.g. --set model_args.residual=true --set weight_decay=0. Recorded in RUN_DIR/config.yaml.")
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    fp32 = "fp32"
-
-
-class Strategy(str, Enum):
-    ddp = "ddp"
-    deepspeed = "deepspeed"
-
-
-DataCache = Enum("DataCache", {mode: mode for mode in DATA_CACHES}, type=str)
-CompileMode = Enum("CompileMode", {mode: mode for mode in COMPILE_MODES}, type=str)
-
-
-class WandbMode(str, Enum):
-    auto = "auto"
-    online = "online"
-    offline = "offline"
-    disabled = "disabled"
+            "e.g. --set model_args.residual=true --set weight_decay=0. Recorded in the run dir's config.")
 
 
 def train(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="Network to train: p1, p2, p3 or p4 (see `demakeup models`)."),
+    model: Model = typer.Argument(..., help="Network to train (see `demakeup models`)."),
     shards: Path = typer.Option(..., "--shards", help="Shard dir made by `demakeup shard` (has manifest.json)."),
     config: Optional[Path] = typer.Option(None, help="YAML config (default: configs/MODEL.yaml). CLI options override it."),
     run_dir: Optional[Path] = typer.Option(None, help="Where checkpoints, metrics and weights go (default: runs/MODEL-TIME)."),
@@ -54,7 +30,7 @@ def train(
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (brief: 1e-2)."),
     precision: Optional[Precision] = typer.Option(None, help="auto = bf16 on a bf16 GPU, else fp32."),
     strategy: Optional[Strategy] = typer.Option(None, help="ddp (default) or deepspeed (ZeRO, see --zero)."),
-    zero: Optional[int] = typer.Option(None, help="DeepSpeed ZeRO stage 1, 2 or 3."),
+    zero: Optional[ZeroStage] = typer.Option(None, help="DeepSpeed ZeRO stage."),
     grad_checkpointing: Optional[bool] = typer.Option(None, "--grad-checkpointing/--no-grad-checkpointing",
                                                       help="Recompute the 896x896 SR head in backward (less memory)."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile",
@@ -65,7 +41,7 @@ def train(
                    "processes), off (decode from the shards every epoch), auto (device if they fit in half the "
                    "GPU's free memory, else host if they fit in half the available RAM, else off)."),
     seed: Optional[int] = typer.Option(None, help="Seed for weights and data order (brief: 25)."),
-    resume: Optional[str] = typer.Option(None, help="auto (resume if a checkpoint exists), latest (must exist) or a checkpoint dir."),
+    resume: Optional[str] = typer.Option(None, help=RESUME_HELP + "; or a checkpoint dir of the run."),
     nproc: int = typer.Option(1, help="Local processes (GPUs, or CPU processes over gloo). Ignored inside `accelerate launch`."),
     wandb: Optional[WandbMode] = typer.Option(None, help="auto = online when wandb has credentials (WANDB_API_KEY, "
                                               "`wandb login`), else offline files in the run dir."),
@@ -85,8 +61,11 @@ def train(
     from demakeup_dist.train.distributed import check_strategy, launched, relaunch_command
     from demakeup_dist.train.tracking import check_wandb
 
+    from demakeup_dist.train.resume import resolve_config
+
+    model = plain(model)
     with user_errors():
-        cfg = _resolve_config(model, config, run_dir, resume, parse_sets(sets or []), _config_overrides(ctx.params))
+        cfg = resolve_config(model, config, run_dir, resume, parse_sets(sets or []), _config_overrides(ctx.params))
         check_strategy(cfg.strategy)
         if os.environ.get("RANK", "0") == "0":  # the rank that logs to wandb
             check_wandb(cfg.wandb)
@@ -95,10 +74,11 @@ def train(
         cmd, env = relaunch_command(nproc, cfg.precision, sys.argv[1:], zero=cfg.zero if deepspeed else None)
         raise typer.Exit(subprocess.call(cmd, env={**os.environ, **env}))
 
+    from demakeup_dist.rundir import new_run_dir
     from demakeup_dist.train.loop import NonFiniteLoss, train as run_training
 
     with user_errors():
-        run_dir = run_dir or Path("runs") / f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = run_dir or new_run_dir(model)
         try:
             result = run_training(cfg, shards, run_dir, resume=resume, allow_other_shards=allow_other_shards)
         except NonFiniteLoss as exc:
@@ -119,7 +99,7 @@ _OVERRIDES = ("epochs", "batch_size", "lr", "precision", "strategy", "zero", "gr
 
 def _config_overrides(params: dict) -> dict:
     """The TrainConfig values among the train command's parsed options (None: not given)."""
-    return {k: params[k].value if isinstance(params[k], Enum) else params[k] for k in _OVERRIDES}
+    return {k: plain(params[k]) for k in _OVERRIDES}
 
 
 def check_train_options(model: str, shards: Path, args: Sequence[str], *, config: Path | None, run_dir: Path,
@@ -129,28 +109,16 @@ def check_train_options(model: str, shards: Path, args: Sequence[str], *, config
     are the TrainConfig values the launcher adds itself (strategy, zero, precision). A parser error
     propagates as typer's own usage error (exit 2, "Usage: demakeup train ...")."""
     from demakeup_dist.train.config import parse_sets
+    from demakeup_dist.train.resume import resolve_config
     from demakeup_dist.train.tracking import check_wandb
 
     solo = typer.Typer()
     solo.command()(train)
     ctx = typer.main.get_command(solo).make_context("demakeup train", [model, "--shards", str(shards), *args])
     overrides = {**_config_overrides(ctx.params), **{k: v for k, v in launcher_options.items() if v is not None}}
-    cfg = _resolve_config(model, config, run_dir, "auto" if resume else None, parse_sets(ctx.params["sets"] or []),
+    cfg = resolve_config(model, config, run_dir, "auto" if resume else None, parse_sets(ctx.params["sets"] or []),
                           overrides)
     check_wandb(cfg.wandb)  # the job inherits this environment, credentials included
-
-
-def _resolve_config(model, config_file, run_dir, resume, sets, overrides):
-    """On resume the run's own config.yaml is the base, so an unchanged command line resumes as is."""
-    from demakeup_dist.train.config import TrainConfig, load_config, merge
-    from demakeup_dist.train.rundir import saved_config
-
-    saved = saved_config(run_dir) if (resume and run_dir and not config_file) else None
-    if saved is not None:
-        if saved.model != model:
-            raise ValueError(f"run dir {run_dir} belongs to model {saved.model!r}, not {model!r}")
-        return TrainConfig(**merge(saved.to_dict(), sets, {k: v for k, v in overrides.items() if v is not None}))
-    return load_config(model, config_file, sets, **overrides)
 
 
 def storage_problem(exc: BaseException, run_dir: Path) -> str | None:
@@ -183,14 +151,14 @@ def _exit(code: int) -> None:
     raise typer.Exit(code)
 
 
-_MODEL_CHECK = "The network the weights must hold (p1..p4); by default the one their metadata names."
+_MODEL_CHECK = "The network the weights must hold; by default the one their metadata names."
 
 
 def evaluate(
-    weights: Path = typer.Argument(..., help="A run dir (uses its best.safetensors) or a .safetensors file."),
+    weights: Path = typer.Argument(..., help="A run dir (uses its best weights) or a .safetensors file."),
     shards: Path = typer.Option(..., "--shards", help="Shard dir made by `demakeup shard`."),
-    model: Optional[str] = typer.Option(None, help=_MODEL_CHECK),
-    split: str = typer.Option("test", help="train, val or test."),
+    model: Optional[Model] = typer.Option(None, help=_MODEL_CHECK),
+    split: Split = typer.Option("test", help="The split to evaluate."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
 ) -> None:
     """Print PSNR / SSIM of a trained network on a split, beside the identity and bicubic baselines."""
@@ -202,10 +170,10 @@ def evaluate(
 
     with user_errors():
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        net, info = load_trained(weights, model, device)
-        batches = eval_batches(shards, split, batch_size=batch_size, with_hr="sr" in net.tasks, uint8=True)
+        net, info = load_trained(weights, plain(model), device)
+        batches = eval_batches(shards, plain(split), batch_size=batch_size, with_hr="sr" in net.tasks, uint8=True)
         metrics, _ = run_eval(net, batches, net.tasks, device, lambda t: t, baselines=True)
-    typer.echo(f"{info.model} on {split} of {shards}")
+    typer.echo(f"{info.model} on {plain(split)} of {shards}")
     typer.echo(f"{'metric':<16}{'model':>10}{'baseline':>10}  baseline")
     for key in ("psnr", "ssim", "psnr_sr", "ssim_sr"):
         if key in metrics:
@@ -214,10 +182,10 @@ def evaluate(
 
 
 def predict(
-    weights: Path = typer.Argument(..., help="A run dir (uses its best.safetensors) or a .safetensors file."),
+    weights: Path = typer.Argument(..., help="A run dir (uses its best weights) or a .safetensors file."),
     inputs: list[Path] = typer.Argument(..., help="Image files or folders (jpg/png/..., any size)."),
     out: Path = typer.Option(..., "--out", help="Folder for NAME_demakeup.png (and NAME_sr4x.png for p4)."),
-    model: Optional[str] = typer.Option(None, help=_MODEL_CHECK),
+    model: Optional[Model] = typer.Option(None, help=_MODEL_CHECK),
 ) -> None:
     """De-make-up photos of any size up to 4096x4096: pads to a multiple of 32, crops back; p4 also writes the 4x image."""
     import torch
@@ -227,7 +195,7 @@ def predict(
 
     with user_errors():
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        net, _ = load_trained(weights, model, device)
+        net, _ = load_trained(weights, plain(model), device)
         written = predict_files(net, inputs, out, device=device)
     typer.echo(f"wrote {len(written)} file(s) to {out}")
 

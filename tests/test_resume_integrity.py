@@ -19,7 +19,8 @@ from demakeup_dist.data.synth import synth_dataset
 from demakeup_dist.train import checkpoint as ckpt
 from demakeup_dist.train.config import load_config
 from demakeup_dist.train.loop import train
-from demakeup_dist.train.rundir import resolve_resume
+from demakeup_dist.rundir import RunDir
+from demakeup_dist.train.resume import resolve_resume
 from demakeup_dist.train.runlock import RunDirLocked, RunLock
 from demakeup_dist.train.safe_load import UnsafeCheckpoint, safe_torch_load, weights_only_loads
 
@@ -76,7 +77,7 @@ def test_truncated_latest_checkpoint_falls_back_and_matches_uninterrupted_run(
             train(tiny(), shards, run_dir)
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "failed" and status["error"] == "KeyboardInterrupt"
-    assert [p.name for p in ckpt.list_checkpoints(run_dir)] == ["step-00000004", "step-00000005"]
+    assert [p.name for p in RunDir(run_dir).checkpoints()] == ["step-00000004", "step-00000005"]
     latest = run_dir / "checkpoints" / "step-00000005" / "model.safetensors"
     latest.write_bytes(latest.read_bytes()[:100])  # a save cut short by a full disk
 
@@ -127,7 +128,7 @@ def test_poisoned_checkpoint_file_runs_nothing_and_stops_the_resume(reference, s
     shutil.copytree(reference, run_dir)
     (run_dir / "status.json").unlink()
     marker = tmp_path / "pwned"
-    for checkpoint in ckpt.list_checkpoints(run_dir):
+    for checkpoint in RunDir(run_dir).checkpoints():
         _poison(checkpoint / victim, marker)
     with pytest.raises(UnsafeCheckpoint, match=victim.replace(".", r"\.")):
         train(tiny(), shards, run_dir, resume="latest")
@@ -145,7 +146,7 @@ def test_forced_weights_only_load_even_where_a_library_asks_for_pickle(tmp_path)
 
 
 def test_checkpoint_state_is_plain_json(reference):
-    latest = ckpt.latest_checkpoint(reference)
+    latest = RunDir(reference).latest_checkpoint()
     state = json.loads((latest / ckpt.STATE_FILE).read_text())
     assert state["global_step"] == 9 and state["epoch"] == 3
     assert not list(latest.glob("custom_checkpoint_*"))
@@ -155,12 +156,12 @@ def test_checkpoint_from_before_train_state_json_still_resumes(reference, tmp_pa
     """Older checkpoints kept TrainState in accelerate's custom_checkpoint_0.pkl: read it, safely."""
     run_dir = tmp_path / "run"
     shutil.copytree(reference / "checkpoints", run_dir / "checkpoints")
-    latest = ckpt.latest_checkpoint(run_dir)
+    latest = RunDir(run_dir).latest_checkpoint()
     old_state = {k: v for k, v in json.loads((latest / ckpt.STATE_FILE).read_text()).items()
                  if k in ("epoch", "step_in_epoch", "global_step", "best_val_psnr", "best_epoch")}
     torch.save(old_state, latest / "custom_checkpoint_0.pkl")
     (latest / ckpt.STATE_FILE).unlink()
-    point = resolve_resume(run_dir, "latest")
+    point = resolve_resume(RunDir(run_dir), "latest")
     assert point.checkpoint == latest and not point.passed_over
     assert (point.state.global_step, point.state.epoch, point.state.shards_id) == (9, 3, "")
 
@@ -192,7 +193,7 @@ def test_missing_config_and_foreign_checkpoint_are_clear_errors(reference, shard
     (run_dir / "status.json").unlink()
     with pytest.raises(FileNotFoundError, match="config.yaml is missing"):
         train(tiny(), shards, run_dir, resume="latest")
-    old = ckpt.latest_checkpoint(reference)
+    old = RunDir(reference).latest_checkpoint()
     with pytest.raises(ValueError, match=f"checkpoint of run dir {reference}.*--run-dir {reference}"):
         train(tiny(), shards, tmp_path / "new", resume=str(old))
 
@@ -200,16 +201,17 @@ def test_missing_config_and_foreign_checkpoint_are_clear_errors(reference, shard
 def test_every_checkpoint_damaged_is_refused_by_name(reference, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(reference / "checkpoints", run_dir / "checkpoints")
-    for checkpoint in ckpt.list_checkpoints(run_dir):
+    for checkpoint in RunDir(run_dir).checkpoints():
         (checkpoint / "optimizer.bin").write_bytes(b"PK\x03\x04 cut")
     with pytest.raises(ValueError, match="every checkpoint .* is damaged(.|\\n)*step-00000008"):
-        resolve_resume(run_dir, "auto")
+        resolve_resume(RunDir(run_dir), "auto")
 
 
 _HOLD = """
 import sys, time
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.runlock import RunLock
-with RunLock(sys.argv[1]):
+with RunLock(RunDir(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(600)
 """
@@ -226,7 +228,7 @@ def test_second_trainer_is_refused_naming_the_holder_until_it_dies(shards, tmp_p
     finally:
         holder.kill()  # kill -9: the kernel releases the lock
         holder.wait()
-    with RunLock(run_dir):
+    with RunLock(RunDir(run_dir)):
         assert json.loads((run_dir / "trainer.lock").read_text())["pid"] == os.getpid()
 
 

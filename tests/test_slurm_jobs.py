@@ -180,7 +180,7 @@ def jobs(cluster, shards, fast_config, tmp_path_factory):
             if info.get("Restarts") == "1" and info.get("JobState") == "PENDING":
                 seen["B pending"] = demakeup(cluster, "status", str(b), cwd=runs)
         if "C resumed" not in ids and job_info(cluster, ids["C"]).get("JobState") == "FAILED":
-            ids["C resumed"] = job_id(submit(cluster, c, shards, fast_config, "--resume", str(c), *TRAIN))
+            ids["C resumed"] = job_id(submit(cluster, c, shards, fast_config, "--resume", "latest", *TRAIN))
             waiting[ids["C resumed"]] = c
 
     info = wait_jobs(cluster, waiting, drive)

@@ -136,7 +136,7 @@ def test_time_limits(text, seconds):
     (dict(gpus=0, strategy="deepspeed"), "--strategy deepspeed needs GPUs"),
     (dict(gpus=0, precision="fp16"), "--precision fp16 needs GPUs"),
     (dict(train_args=("--run-dir", "x")), "extra train option --run-dir: set by the launcher"),
-    (dict(train_args=("--resume=latest",)), "use submit's --resume RUN_DIR instead"),
+    (dict(train_args=("--resume=latest",)), "use submit's --resume instead"),
     (dict(run_dir=Path("/tmp/a\nb")), "line break"),
 ])
 def test_bad_options_are_refused(tmp_path, change, message):
@@ -304,7 +304,7 @@ def test_input_errors(tmp_path, shards, setup, message):
     elif setup == "has-checkpoint":
         (run_dir / "checkpoints" / "step-00000004").mkdir(parents=True)
     else:
-        args[-2:] = ["--resume", str(run_dir)]
+        args += ["--resume", "latest"]
     result = run_cli(args, f"{bin_dir}:{os.environ['PATH']}")
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert not (tmp_path / "sbatch.args").exists()
@@ -407,3 +407,16 @@ def test_dry_run_accepts_valid_training_options(tmp_path, shards):
                       "--dry-run", "--", "--epochs", "5", "--set", "model_args.residual=true"])
     assert result.exit_code == 0, result.output
     assert "--epochs 5 --set model_args.residual=true" in result.stdout
+
+
+def test_deprecated_resume_run_dir_still_continues_the_run(tmp_path, shards):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "step-00000004").mkdir(parents=True)
+    args = ["submit", "p3", "--gpus", "0", "--shards", str(shards), "--dry-run"]
+    old = run_cli([*args, "--resume", str(run_dir)], os.environ["PATH"])
+    new = run_cli([*args, "--run-dir", str(run_dir), "--resume", "latest"], os.environ["PATH"])
+    assert old.exit_code == 0 and new.exit_code == 0, old.output + new.output
+    assert "is deprecated: use --run-dir" in old.stderr and "is deprecated" not in new.stderr
+    assert old.stdout == new.stdout  # the same job script
+    bad = run_cli([*args, "--resume", "lastest"], os.environ["PATH"])
+    assert bad.exit_code == 2 and "use auto or latest with --run-dir RUN_DIR" in bad.stderr

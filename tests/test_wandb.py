@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from demakeup_dist.train.config import TrainConfig
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.tracking import RunTracker, log
 
 
@@ -69,7 +70,7 @@ def test_env_project_and_entity_group_tags_and_the_sync_command(tmp_path, monkey
     monkeypatch.setenv("WANDB_PROJECT", "their-project")
     monkeypatch.setenv("WANDB_ENTITY", "their-team")
     config = TrainConfig(model="p1", wandb="offline", wandb_group="exp-1", wandb_tags=["p1", "brief"])
-    tracker = RunTracker(tmp_path, config, is_main=True, restarts=0)
+    tracker = RunTracker(RunDir(tmp_path), config, is_main=True, restarts=0)
     run = tracker.wandb_run
     assert (run.project, run.entity, run.group, tuple(run.tags)) == ("their-project", "their-team", "exp-1",
                                                                      ("p1", "brief"))
@@ -77,7 +78,7 @@ def test_env_project_and_entity_group_tags_and_the_sync_command(tmp_path, monkey
     tracker.finish()
     assert f"wandb: offline run saved; upload it with: wandb sync {sync_dir}" in records
     config.wandb_project = "from-the-config"
-    again = RunTracker(tmp_path, config, is_main=True, restarts=1)
+    again = RunTracker(RunDir(tmp_path), config, is_main=True, restarts=1)
     assert again.wandb_run.project == "from-the-config"
     assert again.wandb_run.id == run.id  # a restart continues the same run
     again.finish()

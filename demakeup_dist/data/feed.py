@@ -92,20 +92,20 @@ class DataFeed:
         self.steps_per_epoch = loader.steps_per_epoch(self.shards, global_batch=batch_size * world_size,
                                                       world_size=world_size)
         self.shards.verify_checksums(list(SPLITS), rank, world_size, agree)
-        need = sum(self.shards.decoded_bytes(split, with_hr) for split in SPLITS)
-        self.placement, self.why = choose_cache(cache, need, self.device)
+        regions = {split: layout(self.shards, split, with_hr) for split in SPLITS}
+        self.placement, self.why = choose_cache(cache, sum(store_bytes(r) for r in regions.values()), self.device)
         self.resident: dict[str, Resident] = {}
         self.hr_decoder, self.no_gpu_decode = None, "HR not read"
         if self.placement != "off":
             # One store per node (named by its first rank): nodes that share a /dev/shm never collide.
-            self._load_resident(local_rank, barrier, agree, f"{token or os.getpid()}-n{rank - local_rank}", progress)
+            self._load_resident(regions, local_rank, barrier, agree, f"{token or os.getpid()}-n{rank - local_rank}",
+                                progress)
         elif with_hr:
             self.hr_decoder, self.no_gpu_decode = (hr_decoder, "") if hr_decoder else gpu_jpeg_decoder(self.device)
 
-    def _load_resident(self, local_rank: int, barrier: Callable[[], None], agree: Callable[[bool], bool],
-                       token: str, progress: bool) -> None:
+    def _load_resident(self, regions: dict[str, dict], local_rank: int, barrier: Callable[[], None],
+                       agree: Callable[[bool], bool], token: str, progress: bool) -> None:
         """The node's first process decodes every split into a shared store; each process maps it."""
-        regions = {split: layout(self.shards, split, self.with_hr) for split in SPLITS}
         folder = store_dir(sum(store_bytes(r) for r in regions.values()))
         paths = {split: folder / f"demakeup-{self.shards.identity[:12]}-{token}-{split}-"
                                  f"{'hr' if self.with_hr else 'lr'}.u8" for split in SPLITS}
@@ -117,7 +117,7 @@ class DataFeed:
             try:
                 for split in SPLITS:
                     # Every core of the node: its other processes only wait for this store.
-                    decode_split(self.shards, split, self.with_hr, paths[split],
+                    decode_split(self.shards, split, regions[split], paths[split],
                                  workers=None if self.num_workers else 1, progress=progress)
             except Exception as exc:  # the other processes must not wait for a store that never comes
                 failed = exc

@@ -67,12 +67,11 @@ class _ShardJob:
     png: np.ndarray
 
 
-def decode_split(shards: ShardSet, split: str, with_hr: bool, path: Path, *, workers: int | None,
-                 progress: bool) -> None:
+def decode_split(shards: ShardSet, split: str, regions: dict[str, tuple[int, tuple[int, ...]]], path: Path, *,
+                 workers: int | None, progress: bool) -> None:
     """Decode `split` into the store file `path` (+ `path`.names.json); atomic: written under a temporary
     name, renamed at the end, so a store that exists is complete."""
-    regions = layout(shards, split, with_hr)
-    info, index = shards.split(split, with_hr), shards.member_index(split)
+    info, index = shards.split(split, "hr" in regions), shards.member_index(split)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.truncate(store_bytes(regions))

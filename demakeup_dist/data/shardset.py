@@ -95,12 +95,6 @@ class ShardSet:
                                  "`demakeup shard --skip-bad`?): training needs train, val and test samples; "
                                  "see 'skipped' in its manifest.json")
 
-    def decoded_bytes(self, split: str, with_hr: bool) -> int:
-        """Bytes of the split decoded to uint8 (makeup + non-makeup, + HR with `with_hr`)."""
-        side = self.image_size
-        per_sample = 2 * 3 * side * side + (3 * (4 * side) ** 2 if with_hr else 0)
-        return self.split(split).samples * per_sample
-
     def verify_checksums(self, names: list[str], rank: int = 0, world: int = 1,
                          agree: Callable[[bool], bool] = bool) -> None:
         """Check the shards of `names` against the manifest's sha256, rank r taking shards r, r+W, ...
@@ -108,8 +102,7 @@ class ShardSet:
         `agree(bad_here)` must return whether any rank found a bad shard (a collective); every rank then
         raises, the finder naming the shard, so no rank trains on data `demakeup verify` would reject.
         """
-        entries = [(path, entry) for name in names for path, entry in zip(self.split(name).paths,
-                                                                             self.split(name).entries)]
+        entries = [pair for split in map(self.split, names) for pair in zip(split.paths, split.entries)]
         bad = None
         for path, entry in entries[rank::world]:
             if not path.is_file():

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from demakeup_dist.choices import PRECISIONS, STRATEGIES, check_choice
 from demakeup_dist.models import MODEL_NAMES
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.resources import deepspeed_config, sbatch_template
 
 # Options the launcher itself sets for `demakeup train`; the error says which submit option to use.
 RESERVED_TRAIN_OPTIONS = {
-    "--shards": "--shards", "--run-dir": "--run-dir", "--resume": "--resume RUN_DIR", "--nproc": "--gpus",
+    "--shards": "--shards", "--run-dir": "--run-dir", "--resume": "--resume", "--nproc": "--gpus",
     "--strategy": "--strategy", "--zero": "--zero", "--precision": "--precision", "--config": "--config",
 }
 _TIME = re.compile(r"^(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+)(?::(\d+)(?::(\d+))?)?)$")
@@ -178,6 +179,8 @@ def template_values(opts: JobOptions, layout: Layout) -> dict[str, object]:
         "log": log_pattern(opts.run_dir),
         "signal_seconds": opts.signal_seconds,
         "run_dir": str(opts.run_dir),
+        "stop_file": str(RunDir(opts.run_dir).stop_file),
+        "status_file": str(RunDir(opts.run_dir).status_file),
         "python": opts.python,
         "max_restarts": opts.max_restarts,
         "use_cpu": "true" if cpu else "false",
@@ -194,11 +197,7 @@ def template_values(opts: JobOptions, layout: Layout) -> dict[str, object]:
 
 def log_pattern(run_dir: Path) -> str:
     """sbatch's --output for a run dir: `%` in the path doubled so that only `%j` (the job id) expands."""
-    return str(run_dir).replace("%", "%%") + "/slurm-%j.out"
-
-
-def log_path(run_dir: Path, job_id: str) -> Path:
-    return Path(run_dir) / f"slurm-{job_id}.out"
+    return str(RunDir(str(run_dir).replace("%", "%%")).slurm_log("%j"))
 
 
 def render(opts: JobOptions, template: Path | None = None) -> str:

@@ -1,14 +1,13 @@
 """`demakeup status` / `demakeup cancel`: a run's Slurm state and training progress; stopping it.
 
 A target is a run dir, a Slurm job id, or nothing (the newest run under ./runs). The run dir links the
-two: its `submissions.json` (written by `submit`) names the jobs, and a job's log file lies in its run
+two: its record of submissions (written by `submit`) names the jobs, and a job's log file lies in its run
 dir. Slurm is asked with scontrol/squeue (they know a job while it is pending, running or recently
 ended) and sacct (when the cluster keeps accounting); without Slurm only the run dir is reported.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -18,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from demakeup_dist.launch.submit import RECORD_NAME
-from demakeup_dist.train.tracking import read_status
+from demakeup_dist.rundir import RunDir, find_runs
 
 # A running trainer rewrites status.json every `log_every` steps and after each evaluation; silence
 # for this long means it most likely died without a chance to say so (kill -9, node failure).
@@ -40,7 +38,7 @@ class JobState:
 class RunReport:
     run_dir: Path | None
     job: JobState | None
-    status: dict = field(default_factory=dict)  # RUN_DIR/status.json as the trainer wrote it
+    status: dict = field(default_factory=dict)  # the run's status as the trainer wrote it
     checkpoints: list[str] = field(default_factory=list)
     log: Path | None = None
 
@@ -48,22 +46,22 @@ class RunReport:
 def resolve_target(target: str | None, runs_root: Path = Path("runs")) -> tuple[Path | None, str | None]:
     """(run dir, last job id) for a run dir, a job id, or None = the newest run dir under `runs_root`."""
     if target is None:
-        runs = {p.parent for name in (RECORD_NAME, "status.json") for p in runs_root.glob(f"*/{name}")}
+        runs = find_runs(runs_root)
         if not runs:
             raise FileNotFoundError(f"no runs under {runs_root}/: pass a RUN_DIR or a JOB_ID")
-        target = str(max(runs, key=lambda p: p.stat().st_mtime))
+        target = str(runs[-1])
     path = Path(target)
     if path.is_dir():
-        records = _records(path)
+        records = RunDir(path).submissions()
         return path, (records[-1]["job_id"] if records else None)
     if not re.fullmatch(r"\d+", target):
         raise FileNotFoundError(f"{target}: neither a run dir nor a Slurm job id")
-    for record_file in runs_root.glob(f"*/{RECORD_NAME}"):
-        if any(r["job_id"] == target for r in _records(record_file.parent)):
-            return record_file.parent, target
+    for run in find_runs(runs_root):
+        if any(r["job_id"] == target for r in run.submissions()):
+            return run.path, target
     log = _squeue_stdout(target)
     run_dir = Path(log).parent if log else None
-    return (run_dir if run_dir and (run_dir / RECORD_NAME).is_file() else None), target
+    return (run_dir if run_dir and RunDir(run_dir).submissions_file.is_file() else None), target
 
 
 def job_state(job_id: str) -> JobState:
@@ -89,10 +87,9 @@ def run_report(target: str | None, runs_root: Path = Path("runs")) -> RunReport:
             raise FileNotFoundError(f"job {job_id}: unknown to Slurm and to the runs under {runs_root}/: "
                                     "check the id (squeue --me), or pass the RUN_DIR")
         return RunReport(None, job)
-    status = read_status(run_dir)
-    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
-    logs = sorted(run_dir.glob("slurm-*.out"), key=lambda p: p.stat().st_mtime)
-    return RunReport(run_dir, job, status, checkpoints, logs[-1] if logs else None)
+    run = RunDir(run_dir)
+    logs = run.slurm_logs()
+    return RunReport(run_dir, job, run.read_status(), [p.name for p in run.checkpoints()], logs[-1] if logs else None)
 
 
 def stale_heartbeat(status: dict, now: datetime | None = None) -> str | None:
@@ -128,12 +125,13 @@ def cancel(target: str, now: bool = False, runs_root: Path = Path("runs")) -> st
     """Stop a run, by default after a checkpoint: a running Slurm job gets TERM in its batch script only
     (which asks the training to checkpoint at the next step and ends the job without requeueing; the
     step's processes are not signalled, so torch elastic does not kill the workers mid-save); a run
-    outside Slurm gets the file RUN_DIR/STOP; a pending job is cancelled at once, and so is any job
+    outside Slurm gets a stop request in its run dir (`RunDir.request_stop`); a pending job is cancelled at once, and so is any job
     with `now`. Returns what was done, in words; raises ValueError (and changes nothing) when there is
     nothing to stop."""
     run_dir, job_id = resolve_target(target, runs_root)
     job = job_state(job_id) if job_id and not job_id.startswith("local-") else None
-    resume = f"; continue later with `demakeup submit MODEL --shards DIR --resume {run_dir}`" if run_dir else ""
+    resume = f"; continue later with `demakeup submit MODEL --shards DIR --run-dir {run_dir} --resume latest`" \
+        if run_dir else ""
     if job is not None and job.state in ACTIVE_STATES:
         graceful = job.state == "RUNNING" and not now
         _scancel(["--batch", "--signal=TERM"] if graceful else [], job_id)
@@ -144,12 +142,13 @@ def cancel(target: str, now: bool = False, runs_root: Path = Path("runs")) -> st
         raise ValueError(f"Slurm job {job_id} has already ended ({job.state}); nothing to stop")
     if run_dir is None:
         raise FileNotFoundError(f"job {job_id}: unknown to Slurm and no run dir found for it")
-    # The trainer deletes RUN_DIR/STOP when it starts, so only a training running now can obey one.
-    training = read_status(run_dir).get("status")
+    # The trainer clears a stop request when it starts, so only a training running now can obey one.
+    run = RunDir(run_dir)
+    training = run.read_status().get("status")
     if training != "running":
         raise ValueError(f"the training in {run_dir} is not running ({training or 'not started'}); nothing to stop")
-    (run_dir / "STOP").touch()
-    return f"asked the training in {run_dir} to checkpoint and stop (RUN_DIR/STOP){resume}"
+    run.request_stop()
+    return f"asked the training in {run_dir} to checkpoint and stop ({run.stop_file}){resume}"
 
 
 def _scancel(options: list[str], job_id: str) -> None:
@@ -158,11 +157,6 @@ def _scancel(options: list[str], job_id: str) -> None:
     result = subprocess.run(["scancel", *options, job_id], capture_output=True, text=True)
     if result.returncode != 0:
         raise ValueError(f"scancel {job_id} failed: {result.stderr.strip()}")
-
-
-def _records(run_dir: Path) -> list[dict]:
-    path = run_dir / RECORD_NAME
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
 
 
 def _squeue_stdout(job_id: str) -> str | None:

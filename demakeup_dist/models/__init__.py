@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from demakeup_dist.choices import MODEL_NAMES
 from demakeup_dist.models.res34unet_arch import Res34UNet
 from demakeup_dist.models.unet_arch import UNet
 
@@ -45,7 +46,7 @@ MODELS: dict[str, ModelSpec] = {
         Res34UNet, "p3 + de-makeup head + 4x SR head (multi-task)", fixed={"skips": True, "sr_head": True}
     ),
 }
-MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+"""Keyed by `choices.MODEL_NAMES`, the names every command accepts (tests/test_models.py checks they agree)."""
 
 
 def _spec(name: str) -> ModelSpec:

@@ -4,28 +4,27 @@ Layout under RUN_DIR:
   checkpoints/step-00001234/   one complete accelerate state (model, optimizer, scheduler, RNG of every
                                rank), train_state.json (`TrainState`: where the run is, as plain JSON)
                                and, with ema_decay, ema.safetensors (the weight average, train/ema.py)
-  checkpoints/step-*.tmp/      a save in progress; never read, removed by the next save
+  checkpoints/.step-*.tmp-save/  a save in progress; never read, removed by the next save
   best.safetensors, model.safetensors   weights only, self-describing: see demakeup_dist.weights
 
 A checkpoint directory appears under its final name only after every rank finished writing it (rename
 of a temporary directory), so a run killed at any moment leaves either the old or the new checkpoint,
 never a partial one that looks complete. Checkpoints are read back only through `safe_load`, which
-runs no code from them; a damaged latest one is passed over for the previous one (`rundir`).
+runs no code from them; a damaged latest one is passed over for the previous one (train/resume.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 
+from demakeup_dist import atomic
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.safe_load import CorruptCheckpoint, check_files, safe_torch_load, weights_only_loads
 
-_STEP_DIR = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "train_state.json"
 EMA_FILE = "ema.safetensors"
 _LEGACY_STATE_FILE = "custom_checkpoint_0.pkl"  # checkpoints written before train_state.json
@@ -102,32 +101,14 @@ def load_checkpoint(accelerator, checkpoint: Path, state: TrainState, ema=None) 
                                  "shadow": {k: f.get_tensor(k) for k in f.keys()}})
 
 
-def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
-    root = checkpoint_dir(run_dir)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
-    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
-
-
-def save_checkpoint(accelerator, run_dir: Path, state: TrainState, keep: int, ema=None) -> Path:
+def save_checkpoint(accelerator, run: RunDir, state: TrainState, keep: int, ema=None) -> Path:
     """Collective: every rank must call it. Returns the final directory."""
-    root = checkpoint_dir(run_dir)
-    final = root / f"step-{state.global_step:08d}"
-    tmp = root / f"step-{state.global_step:08d}.tmp"
+    final = run.checkpoint(state.global_step)
+    # Every rank writes into the same folder, so its temporary name cannot be per process.
+    tmp = final.with_name(f".{final.name}{atomic.TMP_MARK}save")
     if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob("*.tmp"):
+        run.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run.checkpoints_dir.glob(f".*{atomic.TMP_MARK}*"):
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
@@ -141,10 +122,8 @@ def save_checkpoint(accelerator, run_dir: Path, state: TrainState, keep: int, em
                       metadata={"updates": str(ema_state["updates"])})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in list_checkpoints(run_dir)[:-keep]:
+        atomic.replace(tmp, final)
+        for old in run.checkpoints()[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final

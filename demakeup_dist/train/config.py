@@ -17,7 +17,6 @@ from typing import Any
 
 import yaml
 
-from demakeup_dist import atomic
 from demakeup_dist.choices import (
     COMPILE_MODES, DATA_CACHES, LOSSES, PRECISIONS, STRATEGIES, WANDB_MODES, ZERO_STAGES, check_choice,
 )
@@ -245,8 +244,9 @@ def load_config(model: str, config_file: Path | None = None, sets: dict[str, Any
     return TrainConfig(**merge(data, sets or {}, cli))
 
 
-def save_config(config: TrainConfig, path: Path) -> None:
-    atomic.write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+def config_yaml(config: TrainConfig) -> str:
+    """`config` as the flat YAML that `read_yaml` reads back."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
@@ -256,5 +256,5 @@ _CHOICES = {"precision": PRECISIONS, "strategy": STRATEGIES, "wandb": WANDB_MODE
 
 
 def config_from_file(path: Path) -> TrainConfig:
-    """Read a run dir's resolved `config.yaml` back."""
+    """Read a resolved config (a run dir's, `RunDir.read_config`) back."""
     return TrainConfig(**read_yaml(path))

@@ -12,10 +12,10 @@ import os
 import signal
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.resources import deepspeed_config as deepspeed_template
 from demakeup_dist.train.config import TrainConfig
 
@@ -71,15 +71,15 @@ def make_accelerator(config: TrainConfig, micro_batch_for_deepspeed: int | None 
 
 
 class StopRequest:
-    """Set by SIGUSR1 / SIGTERM or by the file RUN_DIR/STOP; `agreed()` is a collective.
+    """Set by SIGUSR1 / SIGTERM or by the run dir's stop request (`RunDir.request_stop`); `agreed()` is a collective.
 
     A context manager: the signal handlers are ours only while training runs.
     """
 
     SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
-    def __init__(self, run_dir: Path):
-        self.stop_file = Path(run_dir) / "STOP"
+    def __init__(self, run: RunDir):
+        self.run = run
         self.signalled: str | None = None
         self._previous: dict = {}
 
@@ -97,7 +97,7 @@ class StopRequest:
     def agreed(self, accelerator, nonfinite_loss: torch.Tensor) -> tuple[bool, bool]:
         """(stop requested on any rank, non-finite loss on any rank), the same answer on every rank."""
         local = torch.stack([
-            torch.tensor(float(self.signalled is not None or self.stop_file.exists()), device=nonfinite_loss.device),
+            torch.tensor(float(self.signalled is not None or self.run.stop_requested()), device=nonfinite_loss.device),
             nonfinite_loss.float(),
         ])
         total = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local

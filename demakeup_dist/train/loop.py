@@ -24,18 +24,17 @@ from demakeup_dist import atomic
 from demakeup_dist.data.feed import DataFeed
 from demakeup_dist.data.shardset import ShardSet
 from demakeup_dist.models import build_model, model_tasks
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.train import checkpoint as ckpt
-from demakeup_dist.train.config import TrainConfig, save_config
+from demakeup_dist.train.config import TrainConfig
 from demakeup_dist.train.distributed import StopRequest, make_accelerator, resolve_precision
 from demakeup_dist.train.ema import WeightEMA
 from demakeup_dist.train.evaluation import evaluate, sample_panel
 from demakeup_dist.train.recipe import make_optimizer, make_scheduler
-from demakeup_dist.train.rundir import (
-    check_resume_compatible, check_same_model, check_same_shards, resolve_resume, saved_config, truncate_metrics,
-)
+from demakeup_dist.train.resume import check_resume_compatible, check_same_model, check_same_shards, resolve_resume
 from demakeup_dist.train.runlock import RunLock
 from demakeup_dist.train.tracking import (
-    RunTracker, Throughput, failures_recorded, log, read_status, setup_logging,
+    RunTracker, Throughput, failures_recorded, log, setup_logging,
 )
 from demakeup_dist.train.step import ModelLoss, TrainStep, compile_module, plain_state_dict
 from demakeup_dist.weights import describe, load_trained, save_weights
@@ -51,22 +50,23 @@ def train(config: TrainConfig, shards: Path, run_dir: Path, resume: str | None =
 
     `allow_other_shards`: resume even though `shards` is not the shard set the checkpoint trained on.
     """
-    with RunLock(run_dir, enabled=os.environ.get("RANK", "0") == "0"), failures_recorded(run_dir):
-        return _train(config, ShardSet.open(shards), Path(run_dir), resume, allow_other_shards)
+    run = RunDir(run_dir)
+    with RunLock(run, enabled=os.environ.get("RANK", "0") == "0"), failures_recorded(run):
+        return _train(config, ShardSet.open(shards), run, resume, allow_other_shards)
 
 
-def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str | None,
+def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | None,
            allow_other_shards: bool) -> dict:
     shards, shards_id = shard_set.root, shard_set.identity
-    if resume == "auto" and read_status(run_dir).get("status") == "finished":
+    if resume == "auto" and run.read_status().get("status") == "finished":
         return {"status": "finished"}
-    resume_point = resolve_resume(run_dir, resume)
+    resume_point = resolve_resume(run, resume)
     start_from = resume_point and resume_point.checkpoint
     if start_from is not None:
-        check_resume_compatible(saved_config(run_dir), config, run_dir)
+        check_resume_compatible(run, config)
         check_same_shards(resume_point.state, shards_id, shards, allow_other_shards)
     else:
-        check_same_model(run_dir, config.model)
+        check_same_model(run, config.model)
 
     tasks = model_tasks(config.model)
     if "sr" in tasks and not shard_set.has_hr:
@@ -82,11 +82,11 @@ def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str 
         return accelerator.reduce(t, reduction="sum") if world > 1 else t
 
     if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "STOP").unlink(missing_ok=True)  # a stop request belongs to the job it stopped
-        save_config(config, run_dir / "config.yaml")
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.clear_stop()  # a stop request belongs to the job it stopped
+        run.write_config(config)
     accelerator.wait_for_everyone()
-    setup_logging(run_dir, is_main)
+    setup_logging(run, is_main)
     precision = resolve_precision(config.precision)
     workers = config.resolved_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     feed = DataFeed(
@@ -95,7 +95,7 @@ def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str 
         num_workers=workers, barrier=accelerator.wait_for_everyone,
         agree=lambda bad: reduce_sum(torch.tensor(float(bad), device=device)).item() > 0,
         # One store name per run: runs on one node never share (or delete) each other's.
-        token=hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8], progress=is_main)
+        token=hashlib.sha256(str(run.path.resolve()).encode()).hexdigest()[:8], progress=is_main)
     log.info(feed.describe())
     steps_per_epoch = feed.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
@@ -133,14 +133,14 @@ def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str 
         ckpt.load_checkpoint(accelerator, start_from, state, ema)
         state.shards_id = shards_id
         if is_main:
-            truncate_metrics(run_dir, state.global_step)
+            run.truncate_metrics(state.global_step)
         log.info("resumed from %s: epoch %d, step %d of the epoch", start_from, state.epoch, state.step_in_epoch)
 
     # model(x) without targets gives the outputs; under DeepSpeed it must go through the engine.
     eval_model = model if deepspeed else net
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-    tracker = RunTracker(run_dir, config, is_main, restarts)
-    stop = StopRequest(run_dir)
+    tracker = RunTracker(run, config, is_main, restarts)
+    stop = StopRequest(run)
     meter = Throughput()
     baselines: dict[str, float] = {}
 
@@ -148,7 +148,7 @@ def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str 
         mid_epoch = state.step_in_epoch > 0
         state.loss_sum = reduce_sum(loss_sum).item() if mid_epoch else 0.0
         state.loss_steps = loss_steps if mid_epoch else 0
-        path = ckpt.save_checkpoint(accelerator, run_dir, state, config.keep_checkpoints, ema)
+        path = ckpt.save_checkpoint(accelerator, run, state, config.keep_checkpoints, ema)
         log.info("checkpoint %s (%s)", path.name, reason)
 
     def status(kind: str, **extra) -> None:
@@ -187,7 +187,7 @@ def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str 
                         tracker.finish()
                         raise NonFiniteLoss(
                             f"loss became NaN/inf at step {state.global_step} (epoch {epoch}); the last good "
-                            f"checkpoint is kept in {ckpt.checkpoint_dir(run_dir)}, but a resume is exact and would "
+                            f"checkpoint is kept in {run.checkpoints_dir}, but a resume is exact and would "
                             f"meet it again: start a new --run-dir with a lower --lr (this run: {config.lr:g})"
                         )
                     if stop_now:
@@ -233,12 +233,13 @@ def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str 
                 if improved:
                     state.best_val_psnr, state.best_epoch = record["val_psnr"], epoch + 1
                     if is_main:
-                        save_weights(best, run_dir / "best.safetensors", describe(
+                        save_weights(best, run.best_weights, describe(
                             config.model, config.model_args, image_size=shard_set.image_size, epoch=epoch + 1))
                         if first is not None:
                             panel = sample_panel(first, config.sample_panels)
-                            (run_dir / "samples").mkdir(exist_ok=True)
-                            panel.save(run_dir / "samples" / f"epoch-{epoch + 1:04d}.png")
+                            run.sample_panel(epoch + 1).parent.mkdir(exist_ok=True)
+                            with atomic.atomic_path(run.sample_panel(epoch + 1)) as tmp:
+                                panel.save(tmp, format="PNG")
                             images["val"] = panel
                 tracker.log_eval(record, images)
                 log.info("epoch %d val PSNR %.3f dB SSIM %.4f%s (identity %.3f dB)%s; epoch %.1f s (train %.1f s)",
@@ -251,24 +252,24 @@ def _train(config: TrainConfig, shard_set: ShardSet, run_dir: Path, resume: str 
 
     final = _weights(accelerator, model)
     if is_main:
-        save_weights(final, run_dir / "model.safetensors", describe(
+        save_weights(final, run.final_weights, describe(
             config.model, config.model_args, image_size=shard_set.image_size, epoch=config.epochs))
     accelerator.wait_for_everyone()
-    results = evaluate_best(config, run_dir, accelerator, feed.eval("test"), tasks, reduce_sum, state.best_epoch)
+    results = evaluate_best(config, run, accelerator, feed.eval("test"), tasks, reduce_sum, state.best_epoch)
     feed.close()
     status("finished", last_metrics=results)
     tracker.finish(results)
     return results
 
 
-def evaluate_best(config, run_dir, accelerator, test_batches, tasks, reduce_sum, best_epoch) -> dict:
-    """Evaluate best.safetensors on the test split with a plain (unwrapped) copy of the network."""
-    net, _ = load_trained(Path(run_dir) / "best.safetensors", config.model, accelerator.device)
+def evaluate_best(config, run: RunDir, accelerator, test_batches, tasks, reduce_sum, best_epoch) -> dict:
+    """Evaluate the best weights on the test split with a plain (unwrapped) copy of the network."""
+    net, _ = load_trained(run.best_weights, config.model, accelerator.device)
     metrics, _ = evaluate(net, test_batches, tasks, accelerator.device, reduce_sum, accelerator.autocast,
                           baselines=True, flip_ensemble=config.flip_ensemble)
     results = {"model": config.model, "split": "test", "best_epoch": best_epoch, **metrics}
     if accelerator.is_main_process:
-        atomic.write_json(Path(run_dir) / "results.json", results)
+        run.write_results(results)
         log.info("test (best weights): %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return results
 

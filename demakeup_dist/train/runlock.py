@@ -1,6 +1,6 @@
 """One trainer per run dir: a lock held for the run's lifetime.
 
-The lock is a POSIX record lock (`fcntl.lockf`) on RUN_DIR/trainer.lock. Unlike a "lock file exists"
+The lock is a POSIX record lock (`fcntl.lockf`) on the run dir's lock file (`RunDir.lock_file`). Unlike a "lock file exists"
 flag it is released by the kernel when its process dies, even by kill -9, so a crash never leaves a
 run dir locked; unlike `flock` it is also enforced between machines on NFS (through the NFS lock
 manager) and on Lustre mounted with `-o flock`. The file holds the holder's host, pid and start time
@@ -16,22 +16,19 @@ import json
 import os
 import socket
 from datetime import datetime, timezone
-from pathlib import Path
 
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.tracking import log
-
-LOCK_NAME = "trainer.lock"
-
 
 class RunDirLocked(ValueError):
     """Another trainer holds the run dir."""
 
 
 class RunLock:
-    """`with RunLock(run_dir):` holds the run dir's lock; `enabled=False` (other ranks) does nothing."""
+    """`with RunLock(run):` holds the run dir's lock; `enabled=False` (other ranks) does nothing."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True):
-        self.path = Path(run_dir) / LOCK_NAME
+    def __init__(self, run: RunDir, enabled: bool = True):
+        self.path = run.lock_file
         self.enabled = enabled
         self.fd: int | None = None
 

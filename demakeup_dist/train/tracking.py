@@ -1,7 +1,8 @@
-"""What a run reports: `metrics.jsonl`, `status.json`, `train.log`, and wandb (rank 0 only).
+"""What a run reports: its metrics, status and log in the run dir (demakeup_dist/rundir.py), and wandb
+(rank 0 only).
 
-The wandb run id lives in `RUN_DIR/wandb_id.txt`, so a resumed or requeued job continues the same
-dashboard run. `offline` writes wandb's files under `RUN_DIR/wandb/` with no network; `disabled`
+The wandb run id is kept in the run dir, so a resumed or requeued job continues the same dashboard
+run. `offline` writes wandb's files in the run dir's wandb folder with no network; `disabled`
 writes nothing. No secret is written anywhere: wandb finds its credentials itself (WANDB_API_KEY,
 the netrc of `wandb login`, its settings files).
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import secrets
@@ -18,10 +18,10 @@ import socket
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from demakeup_dist import atomic
+from demakeup_dist.rundir import RunDir
 
 if TYPE_CHECKING:
     from demakeup_dist.train.config import TrainConfig
@@ -30,8 +30,8 @@ log = logging.getLogger("demakeup")
 DEFAULT_WANDB_PROJECT = "demakeup"
 
 
-def setup_logging(run_dir: Path | None, is_main: bool) -> None:
-    """Rank 0 logs INFO to stderr and RUN_DIR/train.log; other ranks only warnings."""
+def setup_logging(run: RunDir | None, is_main: bool) -> None:
+    """Rank 0 logs INFO to stderr and the run's train.log; other ranks only warnings."""
     log.handlers.clear()
     log.propagate = False
     log.setLevel(logging.INFO if is_main else logging.WARNING)
@@ -39,15 +39,10 @@ def setup_logging(run_dir: Path | None, is_main: bool) -> None:
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(fmt)
     log.addHandler(stream)
-    if run_dir is not None and is_main:
-        handler = logging.FileHandler(Path(run_dir) / "train.log", encoding="utf-8")
+    if run is not None and is_main:
+        handler = logging.FileHandler(run.log_file, encoding="utf-8")
         handler.setFormatter(fmt)
         log.addHandler(handler)
-
-
-def read_status(run_dir: Path) -> dict:
-    path = Path(run_dir) / "status.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 @functools.cache
@@ -80,8 +75,8 @@ def check_wandb(configured: str) -> None:
 class RunTracker:
     """Rank 0's reporting. Every method is a no-op on other ranks."""
 
-    def __init__(self, run_dir: Path, config: TrainConfig, is_main: bool, restarts: int):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run: RunDir, config: TrainConfig, is_main: bool, restarts: int):
+        self.run = run
         self.is_main = is_main
         self.restarts = restarts
         self.wandb_run = None
@@ -93,16 +88,15 @@ class RunTracker:
     def _init_wandb(self, config: TrainConfig, mode: str):
         import wandb
 
-        id_file = self.run_dir / "wandb_id.txt"
-        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
-        id_file.write_text(run_id + "\n")
+        run_id = self.run.wandb_id() or secrets.token_hex(4)
+        atomic.write_text(self.run.wandb_id_file, run_id + "\n")
         run = wandb.init(
             project=config.wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT,
             entity=config.wandb_entity or os.environ.get("WANDB_ENTITY"), group=config.wandb_group,
-            tags=config.wandb_tags or None, id=run_id, resume="allow", mode=mode, dir=str(self.run_dir),
-            name=self.run_dir.name, config=config.to_dict(), settings=wandb.Settings(console="off", silent=True),
+            tags=config.wandb_tags or None, id=run_id, resume="allow", mode=mode, dir=str(self.run.path),
+            name=self.run.path.name, config=config.to_dict(), settings=wandb.Settings(console="off", silent=True),
         )
-        log.info("wandb %s run %s (%s)", mode, run_id, run.url if mode == "online" else self.run_dir / "wandb")
+        log.info("wandb %s run %s (%s)", mode, run_id, run.url if mode == "online" else self.run.wandb_dir)
         return run
 
     def log_step(self, metrics: dict[str, float], step: int) -> None:
@@ -112,8 +106,7 @@ class RunTracker:
     def log_eval(self, record: dict[str, Any], images: dict[str, Any] | None = None) -> None:
         if not self.is_main:
             return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=float) + "\n")
+        self.run.append_metrics(record)
         if self.wandb_run is not None:
             import wandb
 
@@ -128,7 +121,7 @@ class RunTracker:
             return
         self.status.update(fields, restarts=self.restarts, updated=datetime.now(timezone.utc).isoformat(),
                            host=socket.gethostname(), pid=os.getpid())
-        atomic.write_json(self.run_dir / "status.json", self.status)
+        self.run.write_status(self.status)
 
     def finish(self, summary: dict[str, Any] | None = None) -> None:
         if self.wandb_run is not None:
@@ -142,22 +135,22 @@ class RunTracker:
 
 
 @contextlib.contextmanager
-def failures_recorded(run_dir: Path):
+def failures_recorded(run: RunDir):
     """Whatever ends the block with an exception (a bug, Ctrl-C, a full disk) turns the status this
     process reported as "running" into "failed" with the error, so that no dead run says "running"."""
     try:
         yield
     except BaseException as exc:
-        path = Path(run_dir) / "status.json"
         with contextlib.suppress(OSError, ValueError):
-            status = read_status(run_dir)
+            status = run.read_status()
             if status.get("status") == "running" and status.get("pid") == os.getpid():
                 error = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__).splitlines()[0]
                 try:
-                    atomic.write_json(path, {**status, "status": "failed", "error": error,
-                                             "updated": datetime.now(timezone.utc).isoformat()})
+                    run.write_status({**status, "status": "failed", "error": error,
+                                      "updated": datetime.now(timezone.utc).isoformat()})
                 except OSError as write_error:  # a full disk may refuse even this small file
-                    log.warning("warning: could not record the failure in %s (%s)", path, write_error.strerror)
+                    log.warning("warning: could not record the failure in %s (%s)", run.status_file,
+                                write_error.strerror)
         raise
 
 

@@ -1,20 +1,17 @@
-"""Run-dir rules: which checkpoint to resume from, and which config and data changes a resume may make."""
+"""Resume rules: which checkpoint to resume from, and which config and data changes a resume may make."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from demakeup_dist.train.checkpoint import (
-    TrainState, check_checkpoint, checkpoint_dir, latest_checkpoint, list_checkpoints,
-)
-from demakeup_dist.train.config import TrainConfig, config_from_file
+from demakeup_dist.choices import RESUME_MODES
+from demakeup_dist.rundir import RunDir
+from demakeup_dist.train.checkpoint import TrainState, check_checkpoint
+from demakeup_dist.train.config import TrainConfig, load_config, merge
 from demakeup_dist.train.safe_load import CorruptCheckpoint
-from demakeup_dist.train.tracking import read_status
-
-RESUME_MODES = ("auto", "latest")
 
 # Fields that only change how a run is executed or reported, not what it computes.
 RESUME_MAY_CHANGE = {
@@ -32,84 +29,92 @@ class ResumePoint:
     """Why each newer checkpoint was unusable: the run should warn about them."""
 
 
-def resolve_resume(run_dir: Path, resume: str | None) -> ResumePoint | None:
+def resolve_resume(run: RunDir, resume: str | None) -> ResumePoint | None:
     """The checkpoint to start from, or None for a fresh start (`auto` with no checkpoint).
 
     Every file of the chosen checkpoint has been read (`check_checkpoint`). With auto / latest, a
     damaged newest checkpoint (a crash or a full disk while saving) is passed over for the newest
     complete one; a tampered one (UnsafeCheckpoint) stops the resume.
     """
-    run_dir = Path(run_dir)
-    latest = latest_checkpoint(run_dir)
+    latest = run.latest_checkpoint()
     if resume is None:
         if latest is not None:
             raise ValueError(
-                f"run dir {run_dir} already holds checkpoints (latest {latest.name}): pass --resume latest "
+                f"run dir {run} already holds checkpoints (latest {latest.name}): pass --resume latest "
                 "to continue it, or choose a new --run-dir"
             )
-        if read_status(run_dir).get("status") == "finished":
-            raise ValueError(f"run dir {run_dir} holds a finished run: choose a new --run-dir")
+        if run.read_status().get("status") == "finished":
+            raise ValueError(f"run dir {run} holds a finished run: choose a new --run-dir")
         return None
     if resume == "auto" and latest is None:
         return None
     if resume in RESUME_MODES:
         if latest is None:
             raise FileNotFoundError(
-                f"--resume latest: no checkpoint in {run_dir / 'checkpoints'}; start without --resume "
+                f"--resume latest: no checkpoint in {run.checkpoints_dir}; start without --resume "
                 "(or with --resume auto, which starts fresh when there is none)"
             )
-        return _newest_complete(run_dir)
+        return _newest_complete(run)
     path = Path(resume)
     if not path.is_dir():
         raise FileNotFoundError(f"--resume {resume}: not a checkpoint directory (expected RUN_DIR/checkpoints/step-*)")
-    if path.resolve().parent != checkpoint_dir(run_dir).resolve():
+    if not run.is_checkpoint(path):
         raise ValueError(
             f"--resume {resume} is a checkpoint of run dir {path.resolve().parent.parent}, not of --run-dir "
-            f"{run_dir}: to continue that run, pass --run-dir {path.resolve().parent.parent}"
+            f"{run}: to continue that run, pass --run-dir {path.resolve().parent.parent}"
         )
     return ResumePoint(path, check_checkpoint(path))
 
 
-def _newest_complete(run_dir: Path) -> ResumePoint:
+def _newest_complete(run: RunDir) -> ResumePoint:
     damaged: list[str] = []
-    for path in reversed(list_checkpoints(run_dir)):
+    for path in reversed(run.checkpoints()):
         try:
             return ResumePoint(path, check_checkpoint(path), damaged)
         except CorruptCheckpoint as exc:
             damaged.append(f"checkpoint {path.name} is unusable, so the previous one is used: {exc}")
     raise ValueError(
-        f"every checkpoint in {checkpoint_dir(run_dir)} is damaged:\n  " + "\n  ".join(damaged)
+        f"every checkpoint in {run.checkpoints_dir} is damaged:\n  " + "\n  ".join(damaged)
         + "\nstart a new --run-dir"
     )
 
 
-def saved_config(run_dir: Path) -> TrainConfig | None:
-    path = Path(run_dir) / "config.yaml"
-    return config_from_file(path) if path.is_file() else None
+def resolve_config(model: str, config_file: Path | None, run_dir: Path | None, resume: str | None,
+                   sets: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
+    """The config a `demakeup train` command line means. On a resume the run's own config is the base, so
+    an unchanged command line resumes as is; otherwise `load_config`'s layers (defaults < YAML < sets <
+    overrides)."""
+    saved = RunDir(run_dir).read_config() if (resume and run_dir and not config_file) else None
+    if saved is None:
+        return load_config(model, config_file, sets, **overrides)
+    if saved.model != model:
+        raise ValueError(f"run dir {run_dir} belongs to model {saved.model!r}, not {model!r}")
+    return TrainConfig(**merge(saved.to_dict(), sets, {k: v for k, v in overrides.items() if v is not None}))
 
 
-def check_same_model(run_dir: Path, model: str) -> None:
-    saved = saved_config(run_dir)
+def check_same_model(run: RunDir, model: str) -> None:
+    saved = run.read_config()
     if saved is not None and saved.model != model:
         raise ValueError(
-            f"run dir {run_dir} belongs to model {saved.model!r}, not {model!r}: choose another --run-dir"
+            f"run dir {run} belongs to model {saved.model!r}, not {model!r}: choose another --run-dir"
         )
 
 
-def check_resume_compatible(saved: TrainConfig | None, new: TrainConfig, run_dir: Path) -> None:
+def check_resume_compatible(run: RunDir, new: TrainConfig) -> None:
     """Refuse a resume that would silently train a different thing than the checkpoint holds."""
+    saved = run.read_config()
     if saved is None:
         raise FileNotFoundError(
-            f"{Path(run_dir) / 'config.yaml'} is missing, so the settings its checkpoints were trained "
+            f"{run.config_file} is missing, so the settings its checkpoints were trained "
             "with are unknown: put it back (e.g. from a copy or the wandb run), or start a new --run-dir"
         )
-    check_same_model(run_dir, new.model)
+    check_same_model(run, new.model)
     old, cur = dataclasses.asdict(saved), dataclasses.asdict(new)
     changed = {k: (old[k], cur[k]) for k in old if k not in RESUME_MAY_CHANGE and old[k] != cur[k]}
     if changed:
         diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
         raise ValueError(
-            f"cannot resume {run_dir}: the config differs from the checkpoint's ({diff}). "
+            f"cannot resume {run}: the config differs from the checkpoint's ({diff}). "
             "Resume without these options, or start a new --run-dir"
         )
 
@@ -123,14 +128,3 @@ def check_same_shards(state: TrainState, shards_id: str, shards: Path, allow_oth
             "to continue on these on purpose"
         )
 
-
-def truncate_metrics(run_dir: Path, global_step: int) -> None:
-    """Drop evaluation records written after the checkpoint we resume from (they will be recomputed)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= global_step]
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    tmp.replace(path)
