@@ -11,6 +11,8 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from demakeup_dist.choices import ZERO_STAGES
+
 
 def shipped(*parts: str) -> Path:
     """The installed file `demakeup_dist/<parts...>`; FileNotFoundError when the install lacks it."""
@@ -35,7 +37,7 @@ def recommended_configs() -> Path:
 
 def deepspeed_config(zero: int) -> Path:
     """The shipped DeepSpeed template for ZeRO stage `zero`."""
-    if zero not in (1, 2, 3):
+    if zero not in ZERO_STAGES:
         raise FileNotFoundError(f"--zero {zero}: no DeepSpeed config for that stage; choose 1, 2 or 3")
     return shipped("configs", "deepspeed", f"zero{zero}.json")
 

@@ -8,24 +8,13 @@ from typing import List, Optional
 import typer
 
 from launcher.errors import UserError, user_errors
-
-MODELS_HELP = "Comma-separated networks to train and report: any of p1,p2,p3,p4."
-
-
-def _models(text: str) -> tuple[str, ...]:
-    from demakeup_dist.models import MODEL_NAMES
-
-    models = tuple(m.strip() for m in text.split(",") if m.strip())
-    bad = [m for m in models if m not in MODEL_NAMES]
-    if bad or not models:
-        raise UserError(f"--models {text!r}: use a comma-separated list of {', '.join(MODEL_NAMES)}")
-    return models
+from launcher.options import ALL_MODELS, MODELS_HELP, models_list
 
 
 def demo(
     out: Path = typer.Option(Path("demo_out"), help="Folder for the data, shards, runs, report.md and grid.png."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it holds an earlier demo."),
-    models: str = typer.Option("p1,p2,p3,p4", help=MODELS_HELP),
+    models: str = typer.Option(ALL_MODELS, help=MODELS_HELP),
     seeds: int = typer.Option(1, help="Train every network this many times (seeds 25, 26, ...) and report mean +- "
                               "std; the time grows in proportion (3 seeds: about 3x the 10 minutes on a CPU)."),
 ) -> None:
@@ -40,7 +29,7 @@ def demo(
 
     with user_errors():
         try:
-            text = run_demo(out, models=_models(models), overwrite=overwrite, seeds=seeds)
+            text = run_demo(out, models=models_list(models), overwrite=overwrite, seeds=seeds)
         except RuntimeError as exc:  # a training that failed; the message says where to look
             raise UserError(str(exc)) from None
     typer.echo(text)
@@ -61,7 +50,7 @@ def experiment(
     epochs: Optional[int] = typer.Option(None, help="Epochs for every model (default: configs/MODEL.yaml: 300)."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch for every model (default: the config's, 64)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate for every model (default: the config's, 1e-2)."),
-    models: str = typer.Option("p1,p2,p3,p4", help=MODELS_HELP),
+    models: str = typer.Option(ALL_MODELS, help=MODELS_HELP),
     residual: bool = typer.Option(False, "--residual", help="Train each network's `residual: true` variant "
                                   "(input added to the output; not in the brief, see docs/results.md)."),
     recommended: bool = typer.Option(False, "--recommended", help="Start from configs/recommended/MODEL.yaml (the "
@@ -85,7 +74,7 @@ def experiment(
     from demakeup_dist.train.config import parse_sets
 
     with user_errors():
-        chosen = _models(models)
+        chosen = models_list(models)
         if report_only:
             text = write_report(out, chosen, shards=shards)
         else:

@@ -30,7 +30,8 @@ CompileMode = choice_enum("CompileMode", choices.COMPILE_MODES)
 Split = choice_enum("Split", choices.SPLITS)
 Device = choice_enum("Device", choices.DEVICES)
 
-MODELS_HELP = f"Comma-separated networks, any of {','.join(choices.MODEL_NAMES)}."
+ALL_MODELS = ",".join(choices.MODEL_NAMES)
+MODELS_HELP = f"Comma-separated networks, any of {ALL_MODELS}."
 RESUME_HELP = ("auto: continue the run dir's newest checkpoint if there is one, else start; latest: continue it "
                "(it must exist)")
 

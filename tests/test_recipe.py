@@ -3,8 +3,10 @@
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
+from demakeup_dist.choices import MODEL_NAMES
 from demakeup_dist.train.config import BRIEF_LR, TrainConfig, load_config, read_yaml
 from demakeup_dist.train.recipe import lr_factor, make_optimizer, make_scheduler, param_groups, restoration_loss
 
@@ -79,14 +81,28 @@ def _yaml(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize("model", ["p1", "p2", "p3", "p4"])
-def test_shipped_configs_load(model):
-    cfg = load_config(model)
-    assert cfg.model == model and cfg.batch_size == 64 and cfg.epochs == 300
-    assert cfg.lr == BRIEF_LR
+@pytest.mark.parametrize("model", MODEL_NAMES)
+@pytest.mark.parametrize("folder", ["brief", "recommended"])
+def test_shipped_configs_are_what_training_reads(model, folder):
+    """Every key of the shipped YAML reaches the config and the network it builds (the defaults alone would
+    differ: model_args, the recommended lr); the brief's files hold the brief's recipe."""
     from demakeup_dist.models import build_model
+    from demakeup_dist.resources import model_config, recommended_configs
 
-    assert build_model(model, **cfg.model_args).tasks[0] == "demakeup"  # model_args are valid options
+    path = model_config(model) if folder == "brief" else recommended_configs() / f"{model}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    cfg = load_config(model, path)
+    assert raw["model_args"] and cfg.model_args == raw["model_args"] != TrainConfig(model=model).model_args
+    for key, value in raw.items():
+        assert getattr(cfg, key) == (float(value) if isinstance(getattr(cfg, key), float) else value), key
+    if folder == "brief":
+        assert (cfg.epochs, cfg.batch_size, cfg.lr) == (300, 64, BRIEF_LR)
+    else:
+        assert cfg.model_args["residual"] is True and cfg.lr < BRIEF_LR
+    net = build_model(model, **cfg.model_args)
+    channels = {m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)}
+    assert set(raw["model_args"].get("decoder_channels", [])) <= channels
+    assert raw["model_args"].get("base_channels", 64) in channels
 
 
 @pytest.mark.parametrize("zero", [1, 2, 3])
