@@ -191,7 +191,7 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
                             f"meet it again: start a new --run-dir with a lower --lr (this run: {config.lr:g})"
                         )
                     if stop_now:
-                        save(f"stop requested ({stop.signalled or 'STOP file'})")
+                        save(f"stop requested ({stop.signalled or 'stop file'})")
                         status("preempted")
                         tracker.finish()
                         return {"status": "preempted"}
