@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import torch
 
 from demakeup_dist import atomic
-from demakeup_dist.machine import available_cores, cpu_name
+from demakeup_dist.machine import available_cores, cpu_name, torch_device
 from demakeup_dist.models import MODEL_NAMES
 from demakeup_dist.report import EXPERIMENT_FILE, run_dir_of, write_report
 from demakeup_dist.resources import recommended_configs
@@ -213,7 +213,7 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
     phases = {**earlier.get("phases", {}), **clock.phases}  # a rerun keeps the times of what it skipped
     atomic.write_json(out / EXPERIMENT_FILE, {**record, "wall_s": sum(phases.values()), "phases": phases})
     with clock.phase("report"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch_device()
         text = write_report(out, models, shards=shards, device=device)
     log.info("report: %s (total %.0f s)", out / "report.md", clock.total())
     return text

@@ -162,14 +162,13 @@ def evaluate(
     batch_size: int = typer.Option(16, help="Images per forward pass."),
 ) -> None:
     """Print PSNR / SSIM of a trained network on a split, beside the identity and bicubic baselines."""
-    import torch
-
     from demakeup_dist.data.loader import eval_batches
+    from demakeup_dist.machine import torch_device
     from demakeup_dist.train.evaluation import evaluate as run_eval
     from demakeup_dist.weights import load_trained
 
     with user_errors():
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch_device()
         net, info = load_trained(weights, plain(model), device)
         batches = eval_batches(shards, plain(split), batch_size=batch_size, with_hr="sr" in net.tasks, uint8=True)
         metrics, _ = run_eval(net, batches, net.tasks, device, lambda t: t, baselines=True)
@@ -188,13 +187,12 @@ def predict(
     model: Optional[Model] = typer.Option(None, help=_MODEL_CHECK),
 ) -> None:
     """De-make-up photos of any size up to 4096x4096: pads to a multiple of 32, crops back; p4 also writes the 4x image."""
-    import torch
-
+    from demakeup_dist.machine import torch_device
     from demakeup_dist.predict import predict_files
     from demakeup_dist.weights import load_trained
 
     with user_errors():
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch_device()
         net, _ = load_trained(weights, plain(model), device)
         written = predict_files(net, inputs, out, device=device)
     typer.echo(f"wrote {len(written)} file(s) to {out}")

@@ -14,6 +14,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def worker_count(workers: int | None) -> int:
+    """`--workers`: None means every core this process may use; less than 1 is an error."""
+    workers = available_cores() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"--workers {workers}: must be at least 1")
+    return workers
+
+
 def _ignore_sigint() -> None:
     # Ctrl-C must reach only the parent, which stops the pool and removes its temporary output;
     # otherwise every worker prints its own KeyboardInterrupt traceback.
@@ -35,10 +43,7 @@ def parallel_map(
     `fn` must be a picklable top-level function. The bar advances by `weights[i]` when item i is done
     (default 1 each). Results keep the order of `items`, so the output never depends on `workers`.
     """
-    if workers is None:
-        workers = available_cores()
-    if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
+    workers = worker_count(workers)
     weights = list(weights) if weights is not None else [1] * len(items)
     results: list[R] = []
     with tqdm(total=sum(weights), desc=desc, unit=unit, disable=not progress, dynamic_ncols=True) as bar:

@@ -25,7 +25,7 @@ from demakeup_dist.choices import SIZE_MULTIPLE, SPLITS
 from demakeup_dist.data.synth_face import F32, Canvas, paint_face, sample_face
 from demakeup_dist.data.synth_makeup import apply_makeup
 from demakeup_dist.atomic import atomic_path
-from demakeup_dist.machine import available_cores
+from demakeup_dist.data.pool import worker_count
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +111,7 @@ def synth_dataset(out: Path, *, train: int, val: int, test: int, size: int = 224
         raise ValueError(f"sample counts {counts}: each must be >= 0 and their total > 0")
     if seed < 0:
         raise ValueError(f"--seed {seed}: must be >= 0")
-    if workers is None:
-        workers = available_cores()
-    if workers < 1:
-        raise ValueError(f"--workers {workers}: must be >= 1")
+    workers = worker_count(workers)
     _check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
