@@ -153,7 +153,8 @@ def jobs(cluster, shards, fast_config, tmp_path_factory):
         "A": job_id(submit(cluster, a, shards, fast_config, *TRAIN, env={"WANDB_API_KEY": "secret-key-123"})),
         "B": job_id(submit(cluster, b, shards, fast_config, *TRAIN, "--wandb", "offline")),
         "C": job_id(submit(cluster, c, shards, fast_config, "--max-restarts", "0", *TRAIN)),
-        "D": job_id(submit(cluster, d, shards, fast_config, *TRAIN)),
+        # D is cancelled mid-run: long enough that a poll slowed by a loaded machine still finds it running.
+        "D": job_id(submit(cluster, d, shards, fast_config, "--", "--epochs", "50", "--batch-size", "4")),
     }
     waiting = {ids["A"]: a, ids["B"]: b, ids["C"]: c, ids["D"]: d}
     local_log = runs / "local-submit.out"

@@ -125,9 +125,9 @@ def cancel(target: str, now: bool = False, runs_root: Path = Path("runs")) -> st
     """Stop a run, by default after a checkpoint: a running Slurm job gets TERM in its batch script only
     (which asks the training to checkpoint at the next step and ends the job without requeueing; the
     step's processes are not signalled, so torch elastic does not kill the workers mid-save); a run
-    outside Slurm gets a stop request in its run dir (`RunDir.request_stop`); a pending job is cancelled at once, and so is any job
-    with `now`. Returns what was done, in words; raises ValueError (and changes nothing) when there is
-    nothing to stop."""
+    outside Slurm gets a stop request in its run dir (`RunDir.request_stop`); a pending job is cancelled
+    at once, and so is any job with `now`. Returns what was done, in words; raises ValueError (and
+    changes nothing) when there is nothing to stop."""
     run_dir, job_id = resolve_target(target, runs_root)
     job = job_state(job_id) if job_id and not job_id.startswith("local-") else None
     resume = f"; continue later with `demakeup submit MODEL --shards DIR --run-dir {run_dir} --resume latest`" \

@@ -15,9 +15,9 @@ from demakeup_dist.train.safe_load import CorruptCheckpoint
 
 # Fields that only change how a run is executed or reported, not what it computes.
 RESUME_MAY_CHANGE = {
-    "num_workers", "eval_every", "save_every_steps", "keep_checkpoints", "log_every", "stop_check_every",
-    "sample_panels", "wandb", "wandb_project", "wandb_entity", "wandb_group", "wandb_tags", "compile", "precision", "strategy", "zero",
-    "grad_checkpointing", "channels_last",
+    "num_workers", "data_cache", "eval_every", "save_every_steps", "keep_checkpoints", "log_every",
+    "stop_check_every", "sample_panels", "wandb", "wandb_project", "wandb_entity", "wandb_group", "wandb_tags",
+    "compile", "compile_mode", "precision", "strategy", "zero", "grad_checkpointing", "channels_last",
 }
 
 
