@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 
 from demakeup_dist.data.shards import load_manifest, shard_set_id, write_shards
 from demakeup_dist.data.synth import synth_dataset
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.train import checkpoint as ckpt
 from demakeup_dist.train.config import load_config
 from demakeup_dist.train.loop import train
-from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.resume import resolve_resume
 from demakeup_dist.train.runlock import RunDirLocked, RunLock
 from demakeup_dist.train.safe_load import UnsafeCheckpoint, safe_torch_load, weights_only_loads
@@ -50,7 +50,7 @@ def reference(shards, tmp_path_factory) -> Path:
 
 
 def _records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in RunDir(run_dir).metrics_file.read_text().splitlines()]
 
 
 def _interrupt_at_step(monkeypatch, step: int) -> None:
@@ -75,14 +75,14 @@ def test_truncated_latest_checkpoint_falls_back_and_matches_uninterrupted_run(
         _interrupt_at_step(patch, 6)
         with pytest.raises(KeyboardInterrupt):
             train(tiny(), shards, run_dir)
-    status = json.loads((run_dir / "status.json").read_text())
+    status = json.loads(RunDir(run_dir).status_file.read_text())
     assert status["status"] == "failed" and status["error"] == "KeyboardInterrupt"
     assert [p.name for p in RunDir(run_dir).checkpoints()] == ["step-00000004", "step-00000005"]
-    latest = run_dir / "checkpoints" / "step-00000005" / "model.safetensors"
+    latest = RunDir(run_dir).checkpoint(5) / "model.safetensors"
     latest.write_bytes(latest.read_bytes()[:100])  # a save cut short by a full disk
 
     train(tiny(), shards, run_dir, resume="latest")
-    log = (run_dir / "train.log").read_text()
+    log = RunDir(run_dir).log_file.read_text()
     assert "warning: checkpoint step-00000005 is unusable" in log and "resumed from" in log
     for name in ("model.safetensors", "best.safetensors"):
         got, want = load_file(str(run_dir / name)), load_file(str(reference / name))
@@ -102,13 +102,13 @@ def test_resume_landing_at_an_epoch_end_keeps_that_epochs_train_loss(shards, ref
     def stop_at_step_3(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
-            (run_dir / "STOP").touch()
+            RunDir(run_dir).stop_file.touch()
         return real(*args, **kwargs)
 
     with monkeypatch.context() as patch:
         patch.setattr(loop, "restoration_loss", stop_at_step_3)
         assert train(tiny(), shards, run_dir)["status"] == "preempted"
-    assert not (run_dir / "metrics.jsonl").exists()
+    assert not RunDir(run_dir).metrics_file.exists()
     train(tiny(), shards, run_dir, resume="auto")
     assert [r["train_loss"] for r in _records(run_dir)] == [r["train_loss"] for r in _records(reference)]
 
@@ -126,7 +126,7 @@ def _poison(path: Path, marker: Path) -> None:
 def test_poisoned_checkpoint_file_runs_nothing_and_stops_the_resume(reference, shards, tmp_path, victim):
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
-    (run_dir / "status.json").unlink()
+    RunDir(run_dir).status_file.unlink()
     marker = tmp_path / "pwned"
     for checkpoint in RunDir(run_dir).checkpoints():
         _poison(checkpoint / victim, marker)
@@ -155,7 +155,7 @@ def test_checkpoint_state_is_plain_json(reference):
 def test_checkpoint_from_before_train_state_json_still_resumes(reference, tmp_path):
     """Older checkpoints kept TrainState in accelerate's custom_checkpoint_0.pkl: read it, safely."""
     run_dir = tmp_path / "run"
-    shutil.copytree(reference / "checkpoints", run_dir / "checkpoints")
+    shutil.copytree(RunDir(reference).checkpoints_dir, RunDir(run_dir).checkpoints_dir)
     latest = RunDir(run_dir).latest_checkpoint()
     old_state = {k: v for k, v in json.loads((latest / ckpt.STATE_FILE).read_text()).items()
                  if k in ("epoch", "step_in_epoch", "global_step", "best_val_psnr", "best_epoch")}
@@ -171,7 +171,7 @@ def test_resume_onto_other_shards_is_refused_unless_asked(reference, shards, tmp
     assert shard_set_id(load_manifest(other)) != shard_set_id(load_manifest(shards))
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
-    (run_dir / "status.json").unlink()
+    RunDir(run_dir).status_file.unlink()
     with pytest.raises(ValueError, match="another shard set.*--allow-other-shards"):
         train(tiny(), other, run_dir, resume="latest")
     assert train(tiny(), other, run_dir, resume="latest", allow_other_shards=True)["split"] == "test"
@@ -189,8 +189,8 @@ def test_shard_set_id_is_the_content_not_the_date_or_path(shards, tmp_path):
 def test_missing_config_and_foreign_checkpoint_are_clear_errors(reference, shards, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
-    (run_dir / "config.yaml").unlink()
-    (run_dir / "status.json").unlink()
+    RunDir(run_dir).config_file.unlink()
+    RunDir(run_dir).status_file.unlink()
     with pytest.raises(FileNotFoundError, match="config.yaml is missing"):
         train(tiny(), shards, run_dir, resume="latest")
     old = RunDir(reference).latest_checkpoint()
@@ -200,7 +200,7 @@ def test_missing_config_and_foreign_checkpoint_are_clear_errors(reference, shard
 
 def test_every_checkpoint_damaged_is_refused_by_name(reference, tmp_path):
     run_dir = tmp_path / "run"
-    shutil.copytree(reference / "checkpoints", run_dir / "checkpoints")
+    shutil.copytree(RunDir(reference).checkpoints_dir, RunDir(run_dir).checkpoints_dir)
     for checkpoint in RunDir(run_dir).checkpoints():
         (checkpoint / "optimizer.bin").write_bytes(b"PK\x03\x04 cut")
     with pytest.raises(ValueError, match="every checkpoint .* is damaged(.|\\n)*step-00000008"):
@@ -224,12 +224,12 @@ def test_second_trainer_is_refused_naming_the_holder_until_it_dies(shards, tmp_p
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunDirLocked, match=f"in use by another trainer \\(pid {holder.pid} on host"):
             train(tiny(), shards, run_dir)
-        assert not (run_dir / "config.yaml").exists()  # refused before writing anything
+        assert not RunDir(run_dir).config_file.exists()  # refused before writing anything
     finally:
         holder.kill()  # kill -9: the kernel releases the lock
         holder.wait()
     with RunLock(RunDir(run_dir)):
-        assert json.loads((run_dir / "trainer.lock").read_text())["pid"] == os.getpid()
+        assert json.loads(RunDir(run_dir).lock_file.read_text())["pid"] == os.getpid()
 
 
 _DEEPSPEED_STATE = """

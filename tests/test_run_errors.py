@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from demakeup_dist.data.shards import write_shards
 from demakeup_dist.data.synth import synth_dataset
 from demakeup_dist.launch.status import stale_heartbeat
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.config import TrainConfig
 from launcher.main import app
 from launcher.train_cli import storage_problem
@@ -70,7 +71,7 @@ def test_full_disk_during_training_is_one_line_and_status_failed(tmp_path, monke
     assert result.exit_code == 2, result.output
     assert f"error: cannot write to {run_dir / 'best.safetensors'}: the disk is full" in result.output
     assert "Traceback" not in result.output
-    status = json.loads((run_dir / "status.json").read_text())
+    status = json.loads(RunDir(run_dir).status_file.read_text())
     assert status["status"] == "failed" and "No space left" in status["error"]
 
 
@@ -115,7 +116,7 @@ def test_status_of_a_killed_local_trainer_is_stale(tmp_path):
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / "status.json").write_text(json.dumps(_status(host=socket.gethostname(), pid=dead.pid)))
+    RunDir(tmp_path).status_file.write_text(json.dumps(_status(host=socket.gethostname(), pid=dead.pid)))
     result = CliRunner().invoke(app, ["status", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert f"running (STALE: its trainer (pid {dead.pid} on this host) is gone)" in result.output

@@ -22,6 +22,8 @@ from safetensors.torch import load_file
 
 from slurm_cluster import NODE_IFACE, SlurmCluster, missing_binaries
 
+from demakeup_dist.rundir import RunDir
+
 pytestmark = pytest.mark.slurm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +95,7 @@ def job_info(cluster: SlurmCluster, job: str) -> dict[str, str]:
 
 def status_of(run_dir: Path) -> dict:
     try:
-        return json.loads((run_dir / "status.json").read_text())
+        return json.loads(RunDir(run_dir).status_file.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
 
@@ -198,8 +200,8 @@ def test_job_runs_to_completion_with_its_files(jobs):
     for name in ("config.yaml", "metrics.jsonl", "model.safetensors", "best.safetensors", "results.json",
                  "train.log", "job.sbatch", "submissions.json", "checkpoints/step-00000008"):
         assert (a / name).exists(), name
-    assert yaml.safe_load((a / "config.yaml").read_text())["model"] == "p3"
-    assert len((a / "metrics.jsonl").read_text().splitlines()) == 2  # one evaluation per epoch
+    assert yaml.safe_load(RunDir(a).config_file.read_text())["model"] == "p3"
+    assert len(RunDir(a).metrics_file.read_text().splitlines()) == 2  # one evaluation per epoch
     log = log_of(a, job)
     assert f"demakeup: job {job} restart 0 on localhost" in log and "status finished" in log
     assert "requeue" not in log
@@ -219,16 +221,16 @@ def test_preempted_job_requeues_and_ends_like_an_uninterrupted_one(jobs):
     assert f"demakeup: job {job} restart 1 on localhost" in log
     assert log.splitlines()[-1].startswith("demakeup: training ended with exit code 0, status finished")
     assert status_of(b)["status"] == "finished" and status_of(b)["restarts"] >= 1
-    assert not weights_equal(a / "model.safetensors", b / "model.safetensors")
-    assert not weights_equal(a / "best.safetensors", b / "best.safetensors")
-    assert not (b / "STOP").exists()
+    assert not weights_equal(RunDir(a).final_weights, RunDir(b).final_weights)
+    assert not weights_equal(RunDir(a).best_weights, RunDir(b).best_weights)
+    assert not RunDir(b).stop_file.exists()
 
 
 def test_requeued_job_continues_its_wandb_run(jobs):
     """wandb cannot resume an offline run in place: each start writes its own offline-run-* folder, all
     under the run's one id, and prints the command that uploads it."""
     b, log = jobs["b"], log_of(jobs["b"], jobs["ids"]["B"])
-    run_id = (b / "wandb_id.txt").read_text().strip()
+    run_id = RunDir(b).wandb_id_file.read_text().strip()
     segments = sorted(p.name for p in (b / "wandb").glob("offline-run-*"))
     assert len(segments) == 2 and all(name.endswith(f"-{run_id}") for name in segments), segments
     synced = re.findall(r"upload it with: wandb sync (\S+)", log)
@@ -261,9 +263,9 @@ def test_resume_submission_continues_the_run(jobs):
     c, job = jobs["c"], jobs["ids"]["C resumed"]
     assert jobs["info"]["C resumed"]["JobState"] == "COMPLETED", log_of(c, job)
     assert status_of(c)["status"] == "finished" and status_of(c)["step"] == 8
-    assert re.search(r"resumed from .*/C/checkpoints/step-\d{8}", (c / "train.log").read_text())
-    assert [r["job_id"] for r in json.loads((c / "submissions.json").read_text())] == [jobs["ids"]["C"], job]
-    assert not weights_equal(jobs["a"] / "model.safetensors", c / "model.safetensors")
+    assert re.search(r"resumed from .*/C/checkpoints/step-\d{8}", RunDir(c).log_file.read_text())
+    assert [r["job_id"] for r in json.loads(RunDir(c).submissions_file.read_text())] == [jobs["ids"]["C"], job]
+    assert not weights_equal(RunDir(jobs["a"]).final_weights, RunDir(c).final_weights)
 
 
 def test_cancel_checkpoints_and_does_not_requeue(jobs):
@@ -273,7 +275,7 @@ def test_cancel_checkpoints_and_does_not_requeue(jobs):
     assert f"asked Slurm job {jobs['ids']['D']} to checkpoint and stop" in cancel.stdout
     assert "demakeup: TERM: asking the training to checkpoint and stop" in log_of(d, jobs["ids"]["D"])
     assert jobs["info"]["D"]["JobState"] == "COMPLETED" and jobs["info"]["D"]["Restarts"] == "0"
-    assert status_of(d)["status"] == "preempted" and list((d / "checkpoints").glob("step-*"))
+    assert status_of(d)["status"] == "preempted" and RunDir(d).checkpoints()
     assert "requeue" not in log_of(d, jobs["ids"]["D"])
 
 
@@ -284,7 +286,7 @@ def test_local_run_matches_the_slurm_job(jobs):
     assert "local job ended with exit code 0" in out and status_of(local)["status"] == "finished"
     (log,) = local.glob("slurm-local-*.out")
     assert "status finished" in log.read_text()
-    assert not weights_equal(jobs["a"] / "model.safetensors", local / "model.safetensors")
+    assert not weights_equal(RunDir(jobs["a"]).final_weights, RunDir(local).final_weights)
 
 
 def test_status_command_reports_slurm_and_training(jobs, cluster):
@@ -327,11 +329,11 @@ def test_two_nodes_form_one_ddp_group(cluster2, shards, fast_config, tmp_path, j
     assert info["JobState"] == "COMPLETED", log + cluster2.logs()
     head = re.escape(cluster2.nodes[0].addr)
     assert re.search(rf"demakeup: job {job} restart 0 on n\[1-2\], head {head}:\d+", log)
-    assert "on 2 process(es)" in (run_dir / "train.log").read_text()
+    assert "on 2 process(es)" in RunDir(run_dir).log_file.read_text()
     assert sorted(p.name for p in spy.iterdir()) == ["rank-0.safetensors", "rank-1.safetensors"]
     assert not weights_equal(spy / "rank-0.safetensors", spy / "rank-1.safetensors")
-    assert not weights_equal(spy / "rank-0.safetensors", run_dir / "model.safetensors")
+    assert not weights_equal(spy / "rank-0.safetensors", RunDir(run_dir).final_weights)
     assert status_of(run_dir)["status"] == "finished" and status_of(run_dir)["step"] == 8
     # The same global batches as job A's single process: the same weights up to float summation order.
-    one, two = load_file(jobs["a"] / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    one, two = load_file(RunDir(jobs["a"]).final_weights), load_file(RunDir(run_dir).final_weights)
     assert all(torch.allclose(one[k], two[k], rtol=1e-4, atol=1e-4) for k in one)
