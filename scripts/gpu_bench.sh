@@ -64,8 +64,8 @@ for job in "${JOBS[@]}"; do
     --gate "$GATE" --gate-parties "$PARTIES" --gate-timeout "$GATE_TIMEOUT" > "$WORK/$name.log" 2>&1 &
 done
 
-# Extras, also behind the gate: JPEG decode rates (CPU vs nvJPEG) and the padded 3-channel input conv.
-say "launch extras: JPEG decode CPU vs nvJPEG, input conv plain vs padded"
+# Extras, also behind the gate: JPEG decode rates (CPU vs nvJPEG).
+say "launch extras: JPEG decode CPU vs nvJPEG"
 timeout -k 10 "$LIMIT" $PY - "$WORK/extras.json" "$GATE" "$PARTIES" "$GATE_TIMEOUT" "$DEVICE" > "$WORK/extras.log" 2>&1 <<'EOF' &
 import io, json, sys, time
 import numpy as np, torch
@@ -73,7 +73,6 @@ from PIL import Image
 from demakeup_dist.bench import Gate
 from demakeup_dist.data.codec import decode_rgb
 from demakeup_dist.data.synth import render_sample, sample_rng
-from demakeup_dist.models.layers import InputConv2d
 
 out, gate_dir, parties, timeout, device = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 torch.backends.cudnn.benchmark = True  # as demakeup bench does
@@ -113,20 +112,6 @@ with Gate(gate_dir, parties, timeout) as gate:
         res["nvjpeg_max_abs_diff_vs_cpu"] = int(np.abs(gpu - decode_rgb(jpegs[0], "jpg").astype(int)).max())
     except Exception as e:
         res["nvjpeg_error"] = repr(e)
-    save()
-    try:  # forward + backward of the two 3-channel convs at batch 64, 224 px, bf16, channels_last
-        size, batch = (224, 64) if device == "cuda" else (64, 2)
-        x = torch.rand(batch, 3, size, size, device=device)
-        for k, s, p in ((7, 2, 3), (3, 1, 1)):
-            for impl in ("plain", "padded"):
-                conv = InputConv2d(3, 64, k, stride=s, padding=p, impl=impl).to(device, memory_format=torch.channels_last)
-                def step():
-                    with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-                        y = conv(x)
-                    y.backward(torch.ones_like(y))
-                res[f"input_conv_{k}x{k}_{impl}_img_per_s"] = rate(step, batch, 20)
-    except Exception as e:
-        res["input_conv_error"] = repr(e)
     save()
 EOF
 

@@ -18,7 +18,7 @@ from demakeup_dist.data.loader import to_float
 from demakeup_dist.data.shards import write_shards
 from demakeup_dist.models import build_model
 from demakeup_dist.models import layers
-from demakeup_dist.models.layers import InputConv2d, InstanceNorm2d, SRHead, default_impl, implementation
+from demakeup_dist.models.layers import InstanceNorm2d, SRHead, default_impl, implementation
 from demakeup_dist.models.reference_arch import build_reference
 from demakeup_dist.train.recipe import restoration_loss
 from demakeup_dist.train.step import ModelLoss
@@ -101,20 +101,19 @@ def test_implementation_sets_defaults_for_modules_built_inside() -> None:
 
 def test_environment_does_not_choose_formulations(monkeypatch: pytest.MonkeyPatch) -> None:
     """A run's numerics come from its recorded config and the code, never from unrecorded variables."""
-    for variable, value in (("DEMAKEUP_NORM", "native"), ("DEMAKEUP_SR_HEAD", "layered"),
-                            ("DEMAKEUP_INPUT_CONV", "padded")):
+    for variable, value in (("DEMAKEUP_NORM", "native"), ("DEMAKEUP_SR_HEAD", "layered")):
         monkeypatch.setenv(variable, value)
-    assert (InstanceNorm2d(3).impl, SRHead(16).impl, InputConv2d(3, 8, 3).impl) == ("auto", "composed", "plain")
+    assert (InstanceNorm2d(3).impl, SRHead(16).impl) == ("auto", "composed")
 
 
 def test_bad_formulation_names_raise() -> None:
     with pytest.raises(ValueError, match="norm='fused'"), implementation(norm="fused"):
         pass
     with pytest.raises(ValueError, match="impl='x'"):
-        InputConv2d(3, 8, 3, impl="x")
+        SRHead(16, impl="x")
 
 
-# ---- SR head and input conv ------------------------------------------------------------------
+# ---- SR head --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -146,22 +145,10 @@ def test_composed_sr_head_under_bf16_autocast() -> None:
     assert head.bfloat16()(y.bfloat16()).dtype == torch.bfloat16  # a bf16 model without autocast
 
 
-def test_padded_input_conv_is_the_plain_function() -> None:
-    torch.manual_seed(0)
-    plain, padded = InputConv2d(3, 8, 7, stride=2, padding=3, impl="plain"), InputConv2d(3, 8, 7, 2, 3, impl="padded")
-    padded.load_state_dict(plain.state_dict())
-    x, g = torch.rand(2, 3, 16, 16), torch.randn(2, 8, 8, 8)
-    (out_p, grads_p), (out_q, grads_q) = _grads(plain, x, g), _grads(padded, x, g)
-    torch.testing.assert_close(out_q, out_p, atol=1e-5, rtol=1e-5)
-    for a, b in zip(grads_q, grads_p):
-        assert a.shape == b.shape
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-
-
 def test_formulations_compile_without_graph_breaks() -> None:
-    """fullgraph=True: the padded conv, the composed head and the auto norm trace as one graph."""
+    """fullgraph=True: the composed head and the auto norm trace as one graph."""
     torch._dynamo.reset()
-    net = nn.Sequential(InputConv2d(3, 16, 3, padding=1, impl="padded"), InstanceNorm2d(16), SRHead(16))
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), InstanceNorm2d(16), SRHead(16))
     x = torch.rand(1, 3, 8, 8)
     out = torch.compile(net, backend="aot_eager", fullgraph=True)(x)
     out.sum().backward()
@@ -348,4 +335,4 @@ def test_bench_command_fails_when_a_case_fails() -> None:
 
 
 def test_layers_module_lists_every_formulation() -> None:
-    assert set(layers._CHOICES) == {"norm", "sr_head", "input_conv"}
+    assert set(layers._CHOICES) == {"norm", "sr_head"}
