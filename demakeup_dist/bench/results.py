@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from demakeup_dist import atomic
 from demakeup_dist.bench.variants import VARIANTS
+from demakeup_dist.machine import machine_info
 
 if TYPE_CHECKING:
     from demakeup_dist.bench.config import BenchConfig
@@ -64,8 +65,6 @@ class Results:
 
     @classmethod
     def start(cls, config: BenchConfig, variants: Sequence[str], command: str) -> Results:
-        from demakeup_dist.machine import machine_info
-
         return cls(datetime.now(timezone.utc).isoformat(timespec="seconds"), command, machine_info(config.device),
                    asdict(config), {name: VARIANTS[name].summary for name in variants})
 
