@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
+from demakeup_dist.choices import SIZE_MULTIPLE
+from launcher.deprecated import renamed
 from launcher.errors import UserError, user_errors
 
 DTYPES = ("bfloat16", "float32")
@@ -34,20 +36,23 @@ def _format_table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def models(
-    size: Annotated[int, typer.Option(help="Input side in pixels (a multiple of 32).")] = 224,
-    batch: Annotated[int, typer.Option(help="Batch size for the activation-memory columns.")] = 64,
+    size: Annotated[int, typer.Option(help=f"Input side in pixels (a multiple of {SIZE_MULTIPLE}).")] = 224,
+    batch_size: Annotated[int, typer.Option(help="Batch size for the activation-memory columns.")] = 64,
     dtype: Annotated[
         str, typer.Option(help=f"Activation dtype for the memory columns: {' or '.join(DTYPES)} (bf16 = autocast).")
     ] = "bfloat16",
+    batch: Annotated[Optional[int], typer.Option(hidden=True)] = None,
 ) -> None:
     """Print each network's parameters, GFLOPs per image and activation memory (see HELP)."""
     with user_errors():
+        batch_size = renamed("--batch", "--batch-size", batch, batch_size)
         if dtype not in DTYPES:
             raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
-        if size < 32 or size % 32:
-            raise UserError(f"--size {size}: the networks take sides that are multiples of 32 (e.g. 224)")
-        if batch < 1:
-            raise UserError(f"--batch {batch}: must be at least 1")
+        if size < SIZE_MULTIPLE or size % SIZE_MULTIPLE:
+            raise UserError(f"--size {size}: the networks take sides that are multiples of {SIZE_MULTIPLE} "
+                            "(e.g. 224)")
+        if batch_size < 1:
+            raise UserError(f"--batch-size {batch_size}: must be at least 1")
         import torch
 
         from demakeup_dist.models import MODEL_NAMES, MODELS
@@ -55,7 +60,7 @@ def models(
 
         rows = []
         for name in MODEL_NAMES:
-            p = profile_model(name, size=size, batch=batch, dtype=getattr(torch, dtype))
+            p = profile_model(name, size=size, batch=batch_size, dtype=getattr(torch, dtype))
             rows.append([
                 name,
                 MODELS[name].summary,
@@ -69,9 +74,9 @@ def models(
             ])
     header = [
         "model", "network", "params", "GFLOPs fwd", "train", "train ckpt", "outputs (C x H x W)",
-        f"act. mem @{batch}", "ckpt",
+        f"act. mem @{batch_size}", "ckpt",
     ]
-    typer.echo(f"input {size}x{size}; GFLOPs per image; activation memory at batch {batch}, {dtype}\n")
+    typer.echo(f"input {size}x{size}; GFLOPs per image; activation memory at batch {batch_size}, {dtype}\n")
     typer.echo(_format_table(rows, header))
 
 

@@ -29,7 +29,7 @@ if [ "$PART" = A ]; then
     # resume a ZeRO-2 run from a mid-epoch checkpoint: stop it with the STOP file, then --resume latest
     ( for _ in $(seq 600); do [ -d $W/r2/checkpoints/step-00000004 ] && break; sleep 0.2; done; touch $W/r2/STOP ) &
     timeout 150 $D train p4 --shards $W/shards --run-dir $W/r2 --epochs 2 --batch-size 32 --strategy deepspeed \
-        --zero 2 --precision bf16 --num-workers 4 --save-every-steps 4 > $W/r2a.log 2>&1; echo "stop rc=$? $(python3 -c "import json;print(json.load(open('$W/r2/status.json')))")"
+        --zero 2 --precision bf16 --num-workers 4 --save-every-steps 4 > $W/r2a.log 2>&1; echo "stop rc=$? $($D status $W/r2 | grep '^training:')"
     timeout 150 $D train p4 --shards $W/shards --run-dir $W/r2 --resume latest > $W/r2b.log 2>&1
     echo "resume rc=$? $(grep -h 'resumed from\|test (best' $W/r2/train.log | tail -n 2)"
     tail -n 3 $W/z3.log; cat $W/z2/results.json $W/z3/results.json > "$OUT/deepspeed.json" 2>/dev/null

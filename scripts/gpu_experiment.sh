@@ -13,12 +13,7 @@ echo "== $(date +%T) brief's networks p1..p4, $EPOCHS epochs, batch 32, lr 1e-2"
 $D experiment --shards "$W/shards" --local --epochs "$EPOCHS" --batch-size 32 --out "$W/brief" 2>&1 \
     | grep -E "test \(best|Error|error" | tail -n 20
 cp "$W/brief/report.md" "$OUT/report_brief.md"; cp "$W/brief/grid.png" "$OUT/grid_brief.png"
-echo "== $(date +%T) residual networks"
-for m in p1 p2 p3 p4; do
-    sed 's/^model_args: {/model_args: {residual: true, /; s/^model_args: {residual: true, }/model_args: {residual: true}/' \
-        configs/$m.yaml > "$W/$m-res.yaml"
-    $D train $m --shards "$W/shards" --config "$W/$m-res.yaml" --run-dir "$W/res/runs/$m" --epochs "$EPOCHS" \
-        --batch-size 32 --wandb disabled 2>&1 | grep -E "test \(best|Error|error" | tail -n 3
-done
-$D experiment --report-only --out "$W/res" 2>&1 | tail -n 25
+echo "== $(date +%T) residual networks (demakeup experiment --residual)"
+$D experiment --shards "$W/shards" --local --epochs "$EPOCHS" --batch-size 32 --residual --out "$W/res" 2>&1 \
+    | tail -n 25
 cp "$W/res/report.md" "$OUT/report_residual.md" 2>/dev/null; cp "$W/res/grid.png" "$OUT/grid_residual.png" 2>/dev/null

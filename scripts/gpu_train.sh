@@ -39,6 +39,6 @@ run p4 p4 --epochs "$EPOCHS" --grad-checkpointing
 run p3 p3 --epochs "$EPOCHS"
 run p3-stream p3 --epochs 1 --data-cache off --num-workers 12
 stamp "bench (the same step, in-memory batches)"
-timeout 240 $D bench train --model p3,p4 --variants ours $COMPILE --json "$OUT/bench.json" 2>&1 | tail -n 6 \
+timeout 240 $D bench train --models p3,p4 --variants ours $COMPILE --json "$OUT/bench.json" 2>&1 | tail -n 6 \
     | tee -a "$OUT/summary.txt"
 stamp done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -13,12 +14,16 @@ import typer
 from torch import nn
 from typer.testing import CliRunner
 
-from demakeup_dist import bench
+from demakeup_dist.bench.config import BenchConfig
+from demakeup_dist.bench.gate import Gate
+from demakeup_dist.bench.results import Results, Row, add_ratios, data_line
+from demakeup_dist.bench.run import run_train
+from demakeup_dist.bench.variants import VARIANTS
+from demakeup_dist.data.bench_data import bench_data, hr_decode_rates
 from demakeup_dist.data.loader import to_float
 from demakeup_dist.data.shards import write_shards
 from demakeup_dist.models import build_model
-from demakeup_dist.models import layers
-from demakeup_dist.models.layers import InputConv2d, InstanceNorm2d, SRHead, default_impl, implementation
+from demakeup_dist.models.layers import InstanceNorm2d, SRHead, default_impl, implementation
 from demakeup_dist.models.reference_arch import build_reference
 from demakeup_dist.train.recipe import restoration_loss
 from demakeup_dist.train.step import ModelLoss
@@ -101,20 +106,19 @@ def test_implementation_sets_defaults_for_modules_built_inside() -> None:
 
 def test_environment_does_not_choose_formulations(monkeypatch: pytest.MonkeyPatch) -> None:
     """A run's numerics come from its recorded config and the code, never from unrecorded variables."""
-    for variable, value in (("DEMAKEUP_NORM", "native"), ("DEMAKEUP_SR_HEAD", "layered"),
-                            ("DEMAKEUP_INPUT_CONV", "padded")):
+    for variable, value in (("DEMAKEUP_NORM", "native"), ("DEMAKEUP_SR_HEAD", "layered")):
         monkeypatch.setenv(variable, value)
-    assert (InstanceNorm2d(3).impl, SRHead(16).impl, InputConv2d(3, 8, 3).impl) == ("auto", "composed", "plain")
+    assert (InstanceNorm2d(3).impl, SRHead(16).impl) == ("auto", "composed")
 
 
 def test_bad_formulation_names_raise() -> None:
     with pytest.raises(ValueError, match="norm='fused'"), implementation(norm="fused"):
         pass
     with pytest.raises(ValueError, match="impl='x'"):
-        InputConv2d(3, 8, 3, impl="x")
+        SRHead(16, impl="x")
 
 
-# ---- SR head and input conv ------------------------------------------------------------------
+# ---- SR head --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -146,22 +150,10 @@ def test_composed_sr_head_under_bf16_autocast() -> None:
     assert head.bfloat16()(y.bfloat16()).dtype == torch.bfloat16  # a bf16 model without autocast
 
 
-def test_padded_input_conv_is_the_plain_function() -> None:
-    torch.manual_seed(0)
-    plain, padded = InputConv2d(3, 8, 7, stride=2, padding=3, impl="plain"), InputConv2d(3, 8, 7, 2, 3, impl="padded")
-    padded.load_state_dict(plain.state_dict())
-    x, g = torch.rand(2, 3, 16, 16), torch.randn(2, 8, 8, 8)
-    (out_p, grads_p), (out_q, grads_q) = _grads(plain, x, g), _grads(padded, x, g)
-    torch.testing.assert_close(out_q, out_p, atol=1e-5, rtol=1e-5)
-    for a, b in zip(grads_q, grads_p):
-        assert a.shape == b.shape
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-
-
 def test_formulations_compile_without_graph_breaks() -> None:
-    """fullgraph=True: the padded conv, the composed head and the auto norm trace as one graph."""
+    """fullgraph=True: the composed head and the auto norm trace as one graph."""
     torch._dynamo.reset()
-    net = nn.Sequential(InputConv2d(3, 16, 3, padding=1, impl="padded"), InstanceNorm2d(16), SRHead(16))
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), InstanceNorm2d(16), SRHead(16))
     x = torch.rand(1, 3, 8, 8)
     out = torch.compile(net, backend="aot_eager", fullgraph=True)(x)
     out.sum().backward()
@@ -212,12 +204,12 @@ def test_model_loss_with_uint8_inputs_and_targets_equals_the_float_loss() -> Non
 # ---- run_train -------------------------------------------------------------------------------
 
 
-TINY = bench.BenchConfig.for_device("cpu", batch=2, size=64, steps=1, warmup=1)  # the reference needs 64
+TINY = BenchConfig.for_device("cpu", batch=2, size=64, steps=1, warmup=1)  # the reference needs 64
 
 
 def test_run_train_times_ours_against_the_reference() -> None:
-    seen: list[bench.Row] = []
-    rows = bench.run_train(["p3"], ["reference", "ours", "ours-ckpt-decoder"], TINY, on_row=seen.append)
+    seen: list[Row] = []
+    rows = run_train(["p3"], ["reference", "ours", "ours-ckpt-decoder"], TINY, on_row=seen.append)
     assert [(r.variant, r.feed) for r in rows] == [("reference", "memory"), ("ours", "memory"),
                                                    ("ours-ckpt-decoder", "memory")]
     assert seen == rows
@@ -234,9 +226,9 @@ def test_run_train_from_shards(tmp_path: Path, make_dataset) -> None:
     shards = tmp_path / "shards"
     write_shards(make_dataset(tmp_path, n={"train": 4, "val": 1, "test": 1}, size=32), shards, workers=1,
                  progress=False)
-    config = bench.BenchConfig.for_device("cpu", batch=2, size=32, steps=2, warmup=1, num_workers=1,
+    config = BenchConfig.for_device("cpu", batch=2, size=32, steps=2, warmup=1, num_workers=1,
                                           grad_checkpointing=True)
-    rows = bench.run_train(["p4"], ["ours"], config, feeds=("memory", "shards"), shards=shards)
+    rows = run_train(["p4"], ["ours"], config, feeds=("memory", "shards"), shards=shards)
     memory, shard = rows
     assert memory.mode == "eager+ckpt" and shard.feed == "shards"
     assert 0 <= shard.data_wait <= 1
@@ -247,24 +239,24 @@ def test_run_train_from_shards(tmp_path: Path, make_dataset) -> None:
     ({"variants": ["fastest"]}, "unknown variant or feed fastest"),
     ({"models": ["p1"], "variants": ["reference"]}, "p3 and p4 only, not p1"),
     ({"feeds": ("memory", "shards")}, "needs a shard folder"),
-    ({"config": bench.BenchConfig.for_device("cpu", size=48)}, "--size 48"),
-    ({"config": bench.BenchConfig.for_device("cpu", warmup=0)}, "--warmup 0"),
-    ({"config": bench.BenchConfig.for_device("cpu", precision="fp16")}, "--precision fp16"),
+    ({"config": BenchConfig.for_device("cpu", size=48)}, "--size 48"),
+    ({"config": BenchConfig.for_device("cpu", warmup=0)}, "--warmup 0"),
+    ({"config": BenchConfig.for_device("cpu", precision="fp8")}, "--precision 'fp8'"),
 ])
 def test_run_train_rejects_bad_requests(kwargs: dict, message: str) -> None:
     args = {"models": ["p3"], "variants": ["ours"], "config": TINY} | kwargs
     with pytest.raises(ValueError, match=message):
-        bench.run_train(args["models"], args["variants"], args["config"], feeds=args.get("feeds", ("memory",)))
+        run_train(args["models"], args["variants"], args["config"], feeds=args.get("feeds", ("memory",)))
 
 
 def test_add_ratios_pairs_like_with_like() -> None:
-    rows = [bench.Row("p4", "reference", "compile", "memory", img_per_s=100.0),
-            bench.Row("p4", "ours", "compile", "memory", img_per_s=150.0),
-            bench.Row("p4", "ours", "compile", "shards", img_per_s=120.0),
-            bench.Row("p4", "ours", "eager", "memory", img_per_s=90.0),
-            bench.Row("p4", "ours", "compile+ckpt", "memory", img_per_s=130.0),
-            bench.Row("p4", "ours", "compile", "memory", error="boom")]
-    bench.add_ratios(rows)
+    rows = [Row("p4", "reference", "compile", "memory", img_per_s=100.0),
+            Row("p4", "ours", "compile", "memory", img_per_s=150.0),
+            Row("p4", "ours", "compile", "shards", img_per_s=120.0),
+            Row("p4", "ours", "eager", "memory", img_per_s=90.0),
+            Row("p4", "ours", "compile+ckpt", "memory", img_per_s=130.0),
+            Row("p4", "ours", "compile", "memory", error="boom")]
+    add_ratios(rows)
     assert [r.ratio_reference for r in rows] == [1.0, 1.5, 1.2, None, 1.3, None]
     assert rows[2].ratio_memory == pytest.approx(0.8)
     assert rows[1].ratio_memory is None
@@ -278,7 +270,7 @@ def test_gate_waits_for_every_party_then_serialises(tmp_path: Path) -> None:
     ready: list[bool | None] = []
 
     def party(name: str) -> None:
-        with bench.Gate(tmp_path, parties=2, timeout_s=30) as gate:
+        with Gate(tmp_path, parties=2, timeout_s=30) as gate:
             gate.enter()  # both wait for each other, then one at a time holds the lock
             order.append(f"{name} in")
             time.sleep(0.2)  # room for the other to barge in, were the lock not exclusive
@@ -295,12 +287,12 @@ def test_gate_waits_for_every_party_then_serialises(tmp_path: Path) -> None:
 
 
 def test_gate_counts_failed_parties_and_times_out(tmp_path: Path) -> None:
-    with bench.Gate(tmp_path, parties=2, timeout_s=30):
+    with Gate(tmp_path, parties=2, timeout_s=30):
         pass  # a process that failed before enter()
-    with bench.Gate(tmp_path, parties=2, timeout_s=30) as gate:
+    with Gate(tmp_path, parties=2, timeout_s=30) as gate:
         gate.enter()
         assert gate.all_ready
-    with bench.Gate(tmp_path / "other", parties=5, timeout_s=0.5) as lonely:
+    with Gate(tmp_path / "other", parties=5, timeout_s=0.5) as lonely:
         lonely.enter()
         assert lonely.all_ready is False
 
@@ -317,7 +309,7 @@ def _cli() -> typer.Typer:
 
 def test_bench_command_prints_the_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(_cli(), ["bench", "train", "--device", "cpu", "--model", "p3", "--size", "64",
+    result = CliRunner().invoke(_cli(), ["bench", "train", "--device", "cpu", "--models", "p3", "--size", "64",
                                          "--steps", "1", "--warmup", "1", "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "p3     reference  eager  memory" in result.output
@@ -327,11 +319,11 @@ def test_bench_command_prints_the_table_and_writes_json(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["bench", "fast"], "choose train, data or all"),
-    (["bench", "train", "--model", "p9"], "--model 'p9': choose from p1, p2, p3, p4"),
+    (["bench", "fast"], "WHAT 'fast': choose one of train, data, all"),
+    (["bench", "train", "--models", "p9"], "--models 'p9': use a comma-separated list of p1, p2, p3, p4"),
     (["bench", "train", "--variants", "ours,turbo"], "--variants 'ours,turbo'"),
     (["bench", "train", "--device", "cpu", "--size", "100"], "--size 100"),
-    (["bench", "train", "--device", "tpu"], "--device tpu"),
+    (["bench", "train", "--device", "tpu"], "Invalid value for '--device'"),  # Typer checks the choices
     (["bench", "data", "--device", "cpu", "--shards", "/nonexistent/shards"], "/nonexistent/shards"),
 ])
 def test_bench_command_rejects_bad_options(args: list[str], message: str) -> None:
@@ -341,11 +333,76 @@ def test_bench_command_rejects_bad_options(args: list[str], message: str) -> Non
 
 
 def test_bench_command_fails_when_a_case_fails() -> None:
-    result = CliRunner().invoke(_cli(), ["bench", "train", "--device", "cpu", "--model", "p3", "--size", "32",
+    result = CliRunner().invoke(_cli(), ["bench", "train", "--device", "cpu", "--models", "p3", "--size", "32",
                                          "--steps", "1", "--variants", "ours-ckpt-decoder"])
     assert result.exit_code == 1
     assert "FAILED ValueError" in result.output
 
 
-def test_layers_module_lists_every_formulation() -> None:
-    assert set(layers._CHOICES) == {"norm", "sr_head", "input_conv"}
+def test_every_variant_offered_computes_the_default_network() -> None:
+    """The variants differ in speed only: each one `--help` lists, given the default network's parameters,
+    gives its outputs (else "x ref" and the variant rows would compare different work)."""
+    offered = re.sub(r"[\s│]+", "", CliRunner().invoke(_cli(), ["bench", "--help"]).output)
+    torch.manual_seed(0)
+    default = VARIANTS["ours"].build("p4").eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = default(x)
+    for name, variant in VARIANTS.items():
+        assert name in offered
+        net = variant.build("p4").eval()
+        net.load_state_dict(default.state_dict())
+        with torch.no_grad():
+            out = net(x)
+        assert out.keys() == expected.keys(), name
+        for key in out:
+            torch.testing.assert_close(out[key], expected[key], atol=1e-5, rtol=1e-5,
+                                       msg=lambda m, case=f"variant {name}, {key}": f"{case}: {m}")
+
+
+def test_merge_tables_runs_made_side_by_side(tmp_path: Path) -> None:
+    """scripts/gpu_bench.sh: each process writes its own file; the merge pairs a row with the reference
+    timed by another process, and the merged JSON holds the rows it prints."""
+    runs = tmp_path / "runs"
+    config = BenchConfig.for_device("cpu")
+    for name, rows in (("ref", [Row("p4", "reference", "eager", "memory", img_per_s=100.0)]),
+                       ("ours", [Row("p4", "ours", "eager", "memory", img_per_s=150.0),
+                                 Row("p4", "ours-layered", "eager", "memory", error="RuntimeError: out of memory")])):
+        results = Results.start(config, [r.variant for r in rows], f"demakeup bench --json {name}.json")
+        results.rows = rows
+        results.save(runs / f"{name}.json")
+    (runs / "killed.json").write_text("{")
+    out = tmp_path / "merged.json"
+    result = CliRunner().invoke(_cli(), ["bench", "--merge", str(runs), "--json", str(out)])
+    assert result.exit_code == 1, result.output  # a failed row
+    table = [line.split() for line in result.output.splitlines() if line.startswith("p4 ") and "FAILED" not in line]
+    assert table == [["p4", "reference", "eager", "memory", "100.0", "-", "-", "-", "1.00", "-"],
+                     ["p4", "ours", "eager", "memory", "150.0", "-", "-", "-", "1.50", "-"],
+                     ["p4", "ours-layered", "eager", "memory", "-", "-", "-", "-", "-", "-"]]
+    assert "p4 ours-layered eager memory: FAILED RuntimeError: out of memory" in result.output
+    assert "unreadable: killed" in result.output
+    merged = json.loads(out.read_text())
+    assert [(r["variant"], r["ratio_reference"]) for r in merged["rows"]] == [
+        ("reference", 1.0), ("ours", 1.5), ("ours-layered", None)]
+    assert set(merged["runs"]) == {"ours", "ref"} and set(merged["unreadable"]) == {"killed"}
+
+
+def test_hr_decode_rates_on_a_cpu(tmp_path: Path, make_dataset) -> None:
+    shards = tmp_path / "shards"
+    write_shards(make_dataset(tmp_path, n={"train": 3, "val": 1, "test": 1}, size=32), shards, workers=1,
+                 progress=False)
+    rates = hr_decode_rates(shards, "cpu", count=4)
+    assert rates["cpu_per_s"] > 0 and rates["jpeg_kib_mean"] > 0
+    assert rates["nvjpeg_missing"] == "no CUDA device"
+    line = data_line({**bench_data(shards, batch_size=1), "hr_decode": rates}, 1)
+    assert "/s on one CPU core, no nvJPEG (no CUDA device)" in line
+
+
+def test_old_option_spellings_still_work_and_say_so() -> None:
+    result = CliRunner().invoke(_cli(), ["bench", "train", "--device", "cpu", "--batch", "0", "--model", "p3"])
+    assert result.exit_code == 2
+    assert "--batch is deprecated: use --batch-size" in result.stderr
+    assert "--batch-size 0: must be at least 1" in result.stderr  # the old spelling's value was used
+    result = CliRunner().invoke(_cli(), ["bench", "train", "--device", "cpu", "--model", "p9"])
+    assert "--model is deprecated: use --models" in result.stderr
+    assert "--models 'p9'" in result.stderr

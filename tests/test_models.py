@@ -325,7 +325,7 @@ def _cli() -> typer.Typer:
 
 
 def test_models_command_prints_the_table() -> None:
-    result = CliRunner().invoke(_cli(), ["models", "--size", "64", "--batch", "2"])
+    result = CliRunner().invoke(_cli(), ["models", "--size", "64", "--batch-size", "2"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     for name in MODEL_NAMES:
@@ -333,7 +333,14 @@ def test_models_command_prints_the_table() -> None:
     assert "sr 3x256x256" in result.output
 
 
-@pytest.mark.parametrize("args", [["--size", "100"], ["--dtype", "fp16"], ["--batch", "0"]])
+def test_models_command_takes_the_old_batch_spelling_and_says_so() -> None:
+    result = CliRunner().invoke(_cli(), ["models", "--size", "64", "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    assert "--batch is deprecated: use --batch-size" in result.stderr
+    assert "activation memory at batch 2," in result.stdout
+
+
+@pytest.mark.parametrize("args", [["--size", "100"], ["--dtype", "fp16"], ["--batch-size", "0"]])
 def test_models_command_rejects_bad_options(args: list[str]) -> None:
     result = CliRunner().invoke(_cli(), ["models", *args])
     assert result.exit_code == 2

@@ -1,22 +1,29 @@
-"""Data-engine benchmark: packing speed per core and read + decode + batch speed per loader worker."""
+"""Data-engine benchmark: packing speed per core, read + decode + batch speed per loader worker, and
+the HR JPEG decode rate on one CPU core against nvJPEG."""
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 
+from demakeup_dist.data.codec import decode_rgb
+from demakeup_dist.data.gpu_decode import gpu_jpeg_decoder
 from demakeup_dist.data.loader import train_batches
+from demakeup_dist.data.scan import ROLES
 from demakeup_dist.data.shards import load_manifest, write_shards
+from demakeup_dist.data.shardset import MEMBERS, ShardSet
 from demakeup_dist.machine import available_cores, cpu_name
 
 
 def bench_data(shards_dir: Path | None = None, *, triplets: int = 200, size: int = 224, batch_size: int = 8,
-               world_size: int = 2, progress: bool = False) -> dict[str, Any]:
+               world_size: int = 2, device: str = "cpu", progress: bool = False) -> dict[str, Any]:
     """Measure the data engine; returns the numbers with the machine they were measured on.
 
     Without `shards_dir`, writes `triplets` random JPEG triplets (size, HR 4x size) to a temporary
@@ -25,7 +32,7 @@ def bench_data(shards_dir: Path | None = None, *, triplets: int = 200, size: int
     `batch_size`, without and with HR ("read_samples_per_s_per_worker"; worker start-up excluded).
     The last of those epochs is read as `world_size` ranks one after the other, each rank's shard
     bytes counted: "bytes_read_per_rank_per_epoch" gives the most any rank read over its share
-    (the split's shard bytes / world_size).
+    (the split's shard bytes / world_size). With HR images, "hr_decode" is `hr_decode_rates` on `device`.
     """
     with tempfile.TemporaryDirectory(prefix="demakeup-bench-") as tmp:
         pack_rate = None
@@ -45,6 +52,7 @@ def bench_data(shards_dir: Path | None = None, *, triplets: int = 200, size: int
         share = sum(s["bytes"] for s in train["shards"]) / world_size
         ranks = {"world_size": world_size, "share": round(share), "bytes": per_rank,
                  "max_over_share": max(per_rank) / share}
+        decode = hr_decode_rates(shards_dir, device) if train["has_hr"] else None
     return {
         "machine": f"{cpu_name()}, {available_cores()} cores usable",
         "image_size": manifest["image_size"],
@@ -53,7 +61,52 @@ def bench_data(shards_dir: Path | None = None, *, triplets: int = 200, size: int
         "pack_triplets_per_s_per_core": pack_rate,
         "read_samples_per_s_per_worker": read,
         "bytes_read_per_rank_per_epoch": ranks,
+        "hr_decode": decode,
     }
+
+
+def hr_decode_rates(shards_dir: Path, device: str = "cpu", count: int = 16, gpu_batch: int = 64) -> dict[str, Any]:
+    """Images per second decoding the first `count` HR JPEGs of the train split: on one CPU core (what a
+    loader worker does) and, on CUDA where torchvision imports, with nvJPEG in batches of `gpu_batch`
+    (data/gpu_decode.py), with its largest pixel difference from the CPU's; else why not."""
+    jpegs = _hr_jpegs(ShardSet.open(shards_dir), count)
+    result: dict[str, Any] = {"jpeg_kib_mean": sum(map(len, jpegs)) / len(jpegs) / 1024,
+                              "cpu_per_s": _rate(lambda: [decode_rgb(b, "jpg") for b in jpegs], len(jpegs))}
+    decoder, why_not = gpu_jpeg_decoder(torch.device(device))
+    if decoder is None:
+        return {**result, "nvjpeg_missing": why_not}
+    tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in jpegs]
+    batch = (tensors * -(-gpu_batch // len(tensors)))[:gpu_batch]
+    first = decoder(tensors[:1])[0].permute(1, 2, 0).cpu().numpy().astype(int)  # (H, W, 3) as the CPU's
+    return {**result, "nvjpeg_per_s": _rate(lambda: decoder(batch), len(batch), sync=torch.cuda.synchronize),
+            "nvjpeg_batch": len(batch),
+            "nvjpeg_max_abs_diff": int(np.abs(first - decode_rgb(jpegs[0], "jpg").astype(int)).max())}
+
+
+def _hr_jpegs(shards: ShardSet, count: int) -> list[bytes]:
+    """The stored bytes of the first `count` HR images of the train split that are JPEGs."""
+    split, index = shards.split("train", with_hr=True), shards.member_index("train")
+    column = MEMBERS.index("hr")
+    rows = np.flatnonzero(~index.png[:, ROLES.index("hr")])[:count]
+    if not len(rows):
+        raise ValueError(f"{shards.root}: the train split holds no HR JPEG to time")
+    jpegs = []
+    for i in rows:
+        with open(split.paths[index.shard[i]], "rb") as f:
+            f.seek(int(index.offsets[i, column]))
+            jpegs.append(f.read(int(index.sizes[i, column])))
+    return jpegs
+
+
+def _rate(work: Callable[[], object], items: int, repeats: int = 3, sync: Callable[[], None] = lambda: None) -> float:
+    """Items per second of `work`, after one untimed call (start-up, allocations)."""
+    work()
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        work()
+    sync()
+    return items * repeats / (time.perf_counter() - start)
 
 
 def _read_rate(shards_dir: Path, batch_size: int, with_hr: bool, world_size: int) -> tuple[float, list[int]]:

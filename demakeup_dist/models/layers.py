@@ -3,13 +3,12 @@
 Conventions of every block here: NCHW float tensors (any memory format, channels_last included),
 shapes in comments are at a 224x224 network input.
 
-Three blocks have several formulations of the same function, for speed (docs/performance.md has
+Two blocks have several formulations of the same function, for speed (docs/performance.md has
 the numbers):
 
     block        class           choices (the first is the default)
     norm         InstanceNorm2d  auto, native, reductions
     sr_head      SRHead          composed, layered
-    input_conv   InputConv2d     auto, padded, plain
 
 A module takes its formulation when it is built: its ``impl`` argument, else the defaults that
 ``implementation(...)`` sets (the benchmark's way of comparing them), else the first choice. Nothing
@@ -21,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,22 +30,19 @@ from demakeup_dist.choices import SIZE_MULTIPLE
 OUT_ACTIVATIONS = ("sigmoid", "identity")
 NORM_IMPLS = ("auto", "native", "reductions")
 SR_HEAD_IMPLS = ("composed", "layered")
-# Default plain: on an H200 the padded form measured 1-2% slower (docs/performance.md), no win.
-INPUT_CONV_IMPLS = ("plain", "auto", "padded")
-_CHOICES = {"norm": NORM_IMPLS, "sr_head": SR_HEAD_IMPLS, "input_conv": INPUT_CONV_IMPLS}
+_CHOICES = {"norm": NORM_IMPLS, "sr_head": SR_HEAD_IMPLS}
 _overrides: dict[str, str] = {}
 
 
 def default_impl(block: str) -> str:
-    """The formulation a new ``block`` ("norm", "sr_head", "input_conv") takes: see the module docstring."""
+    """The formulation a new ``block`` ("norm" or "sr_head") takes: see the module docstring."""
     return _overrides.get(block, _CHOICES[block][0])
 
 
 @contextlib.contextmanager
-def implementation(*, norm: str | None = None, sr_head: str | None = None,
-                   input_conv: str | None = None) -> Iterator[None]:
+def implementation(*, norm: str | None = None, sr_head: str | None = None) -> Iterator[None]:
     """Modules built inside the ``with`` take these formulations (None: keep the current default)."""
-    chosen = {k: v for k, v in (("norm", norm), ("sr_head", sr_head), ("input_conv", input_conv)) if v is not None}
+    chosen = {k: v for k, v in (("norm", norm), ("sr_head", sr_head)) if v is not None}
     for block, value in chosen.items():
         if value not in _CHOICES[block]:
             raise ValueError(f"{block}={value!r}: choose one of {', '.join(_CHOICES[block])}")
@@ -116,35 +110,6 @@ class InstanceNorm2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, eps={self.eps}, impl={self.impl}"
-
-
-class InputConv2d(nn.Conv2d):
-    """``nn.Conv2d`` for the 3-channel input image that, on CUDA, zero-pads the input channels to 8.
-
-    cuDNN's bf16 channels_last kernels want channel counts that are multiples of 8; with 3 they run
-    extra padding kernels (visible in the profile of p4). Padding the input, and the weight with
-    zero input channels, is the same function (the extra channels multiply zeros) with the same
-    parameters and gradients. ``impl="auto"`` pads CUDA tensors only (on CPU it would only add
-    work), ``"padded"`` always, ``"plain"`` (the default: no gain measured on an H200) never.
-    """
-
-    def __init__(self, *args: Any, impl: str | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.impl = impl or default_impl("input_conv")
-        if self.impl not in INPUT_CONV_IMPLS:
-            raise ValueError(f"InputConv2d impl={self.impl!r}: choose one of {', '.join(INPUT_CONV_IMPLS)}")
-
-    def forward(self, x: Tensor) -> Tensor:
-        extra = -self.in_channels % 8
-        if self.impl == "plain" or (self.impl == "auto" and not x.is_cuda) or not extra:
-            return super().forward(x)
-        layout = torch.channels_last if self.weight.is_contiguous(memory_format=torch.channels_last) \
-            else torch.contiguous_format
-        x = F.pad(x, (0, 0, 0, 0, 0, extra)).contiguous(memory_format=layout)  # (B, 8, H, W)
-        return self._conv_forward(x, F.pad(self.weight, (0, 0, 0, 0, 0, extra)), self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, impl={self.impl}"
 
 
 def conv_block(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:

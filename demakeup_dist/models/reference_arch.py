@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))  # (filters, blocks) of ResNet34
 DECODER = (256, 128, 64, 32, 16)
+REFERENCE_MODELS = ("p3", "p4")
 
 
 def conv_in_gelu(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
@@ -112,6 +113,7 @@ class ReferenceUNet(nn.Module):
 
 def build_reference(name: str) -> ReferenceUNet:
     """The straightforward "p3" or "p4"; ValueError for any other name."""
-    if name not in ("p3", "p4"):
-        raise ValueError(f"the benchmark's reference implementation exists for p3 and p4, not {name!r}")
+    if name not in REFERENCE_MODELS:
+        raise ValueError(f"the benchmark's reference implementation exists for {' and '.join(REFERENCE_MODELS)}, "
+                         f"not {name!r}")
     return ReferenceUNet(sr_head=name == "p4")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from demakeup_dist.metrics import bicubic_upsample
 
 from demakeup_dist.models.layers import (
-    InputConv2d, OutputActivation, SRHead, UpBlock, check_input_size, conv_block, maybe_checkpoint, zero_last_conv,
+    OutputActivation, SRHead, UpBlock, check_input_size, conv_block, maybe_checkpoint, zero_last_conv,
 )
 from demakeup_dist.models.resnet34_arch import ResNet34Encoder
 
@@ -98,7 +98,7 @@ class Res34UNet(nn.Module):
         if not (isinstance(input_skip_channels, int) and input_skip_channels > 0):
             raise ValueError(f"input_skip_channels={input_skip_channels!r}: expected a positive integer")
         self.encoder = ResNet34Encoder()
-        self.input_skip = InputConv2d(3, input_skip_channels, 3, padding=1) if skips else None
+        self.input_skip = nn.Conv2d(3, input_skip_channels, 3, padding=1) if skips else None
         skip_channels = (input_skip_channels, *self.encoder.out_channels[:-1]) if skips else ()
         self.decoder = UNetDecoder(
             self.encoder.out_channels[-1],

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from demakeup_dist.models.layers import InputConv2d, InstanceNorm2d, conv_block
+from demakeup_dist.models.layers import InstanceNorm2d, conv_block
 
-FEATURE_NAMES = ("conv1", "conv2_3", "conv3_4", "conv4_6", "conv5_3")
 STAGE_BLOCKS = (3, 4, 6, 3)
 STAGE_CHANNELS = (64, 128, 256, 512)
 
@@ -68,13 +67,12 @@ class ResNet34Encoder(nn.Module):
     """
 
     out_channels: tuple[int, ...] = (64, *STAGE_CHANNELS)
-    reductions: tuple[int, ...] = (2, 4, 8, 16, 32)
 
     def __init__(self) -> None:
         super().__init__()
         # Conv padding=3 is the same function as the hint's ZeroPadding2D(3) + unpadded conv.
         self.stem = nn.Sequential(
-            InputConv2d(3, 64, 7, stride=2, padding=3, bias=False),
+            nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
             InstanceNorm2d(64),
             nn.GELU(),
         )
