@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from demakeup_dist.models import model_tasks
+
 LABEL_HEIGHT = 14  # px of the grid's header row holding the column names
 # One colour per network (p1..p4) and for the identity line; readable on white.
 COLOURS = {"p1": (31, 119, 180), "p2": (255, 127, 14), "p3": (44, 160, 44), "p4": (214, 39, 40),
@@ -19,15 +21,20 @@ PLOT_SIZE = (640, 400)
 MARGIN = (56, 24, 16, 36)  # left, top, right, bottom (room for the tick labels)
 
 
+def sr_models(models) -> list[str]:
+    """The networks among `models` that have a 4x SR head."""
+    return [name for name in models if "sr" in model_tasks(name)]
+
+
 def grid_columns(models) -> list[str]:
-    sr = ["p4 SR crop", "HR crop"] if "p4" in models else []
-    return ["input", "target", *models, *sr]
+    sr = [f"{name} SR crop" for name in sr_models(models)]
+    return ["input", "target", *models, *sr, *(["HR crop"] if sr else [])]
 
 
 @torch.inference_mode()
 def picture_grid(run_dirs: dict[str, Path], shards: Path, rows: int = 4,
                  device: str | torch.device = "cpu") -> Image.Image:
-    """The first `rows` test images: input | target | each model | [p4 SR crop | HR crop], S px tiles.
+    """The first `rows` test images: input | target | each model | [each SR model's crop | HR crop], S px tiles.
 
     `run_dirs`: model -> a finished run dir. Returns an RGB image of width S * columns and height
     LABEL_HEIGHT + S * rows (S: the image size), the column names in the header row.
@@ -35,7 +42,8 @@ def picture_grid(run_dirs: dict[str, Path], shards: Path, rows: int = 4,
     from demakeup_dist.data.loader import eval_batches, to_float
     from demakeup_dist.weights import load_trained
 
-    batches = eval_batches(shards, "test", batch_size=rows, with_hr="p4" in run_dirs, num_workers=0, uint8=True)
+    batches = eval_batches(shards, "test", batch_size=rows, with_hr=bool(sr_models(run_dirs)), num_workers=0,
+                           uint8=True)
     batch = to_float(next(iter(batches)), device)
     size = batch["makeup"].shape[-1]
     tiles, sr_tiles = [batch["makeup"], batch["non_makeup"]], []
@@ -45,9 +53,9 @@ def picture_grid(run_dirs: dict[str, Path], shards: Path, rows: int = 4,
         model, _ = load_trained(run_dir, name, device)
         outputs = model(batch["makeup"])
         tiles.append(outputs["demakeup"])
-        if name == "p4":
-            sr_tiles = [outputs["sr"][crop], batch["hr"][crop]]
-    tiles += sr_tiles
+        if "sr" in outputs:
+            sr_tiles.append(outputs["sr"][crop])
+    tiles += [*sr_tiles, batch["hr"][crop]] if sr_tiles else []
     body = torch.cat([torch.cat(list(t.float().clamp(0, 1)), dim=1) for t in tiles], dim=2)  # (3, rows*S, cols*S)
     pixels = (body * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     grid = Image.new("RGB", (pixels.shape[1], LABEL_HEIGHT + pixels.shape[0]), "white")

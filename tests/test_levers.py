@@ -77,7 +77,7 @@ def test_flip_ensemble_averages_the_mirrored_prediction():
     plain, _ = evaluate(_Ramp(16), batch, ("demakeup",), torch.device("cpu"), lambda t: t)
     flip, first = evaluate(_Ramp(16), batch, ("demakeup",), torch.device("cpu"), lambda t: t, flip_ensemble=True)
     assert torch.allclose(first["pred_demakeup"], x * 0.5)  # (ramp + flipped ramp) / 2 = 0.5 everywhere
-    assert flip["psnr"] > 100 and plain["psnr"] < 40
+    assert flip.psnr > 100 and plain.psnr < 40
 
 
 def test_seed_noise_decides_what_is_clear():
