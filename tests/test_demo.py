@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -15,6 +16,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from demakeup_dist import demo
+from demakeup_dist.data.loader import eval_batches
 from demakeup_dist.demo import DemoScale, run_demo
 from demakeup_dist.launch.status import JobState
 from demakeup_dist.launch.submit import Submission
@@ -65,6 +67,11 @@ def test_demo_writes_report_with_every_row_and_grid(demo_out):
     grid = Image.open(out / "grid.png")
     columns = 2 + len(MODELS) + 2  # input, target, p1..p4, SR crop, HR crop
     assert grid.size == (columns * TINY.size, LABEL_HEIGHT + TINY.test * TINY.size)
+    # The input column is the test split's inputs to the pixel: uint8 -> float -> pictures.to_uint8_image.
+    batch = next(iter(eval_batches(out / "shards", "test", batch_size=TINY.test, with_hr=False, num_workers=0,
+                                   uint8=True)))
+    inputs = np.asarray(grid)[LABEL_HEIGHT:, :TINY.size]
+    np.testing.assert_array_equal(inputs, torch.cat(list(batch["makeup"]), dim=1).permute(1, 2, 0).numpy())
     record = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
     assert {"synthesise", "shard", *(f"train {m}" for m in MODELS)} <= set(record["phases"])
     assert record["wall_s"] == pytest.approx(sum(record["phases"].values()))

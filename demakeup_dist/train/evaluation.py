@@ -14,12 +14,12 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterable
 
-import numpy as np
 import torch
 from PIL import Image
 
 from demakeup_dist.data.loader import to_float
 from demakeup_dist.metrics import MetricAccumulator, bicubic_upsample, psnr, ssim
+from demakeup_dist.pictures import centre_crop, tiles
 from demakeup_dist.results import BASELINES, MEASURES, Evaluation, Quality
 from demakeup_dist.train.recipe import TARGET_KEYS
 
@@ -80,24 +80,13 @@ def evaluate(
                       {task: quality("baseline", task) for task in tasks} if baselines else {}), first
 
 
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float [0, 1] -> (H, W, 3) uint8."""
-    return (image.float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 def sample_panel(first: dict, count: int = 1) -> Image.Image:
     """Rows of input | target | prediction [| HR centre crop | SR centre crop] at the input's size.
 
-    For p4 the SR columns show the central SxS window of the 4S x 4S images, at full resolution,
-    where detail (or its absence) is visible.
+    With an SR head the last columns show the central SxS window of the 4S x 4S images (`centre_crop`).
     """
-    rows = []
-    for i in range(min(count, first["makeup"].shape[0])):
-        tiles = [first["makeup"][i], first["non_makeup"][i], first["pred_demakeup"][i]]
-        if "pred_sr" in first:
-            size = first["makeup"].shape[-1]
-            start = (first["pred_sr"].shape[-1] - size) // 2
-            window = (slice(None), slice(start, start + size), slice(start, start + size))
-            tiles += [first["hr"][i][window], first["pred_sr"][i][window]]
-        rows.append(np.concatenate([_to_uint8(t) for t in tiles], axis=1))
-    return Image.fromarray(np.concatenate(rows, axis=0))
+    columns = [first["makeup"], first["non_makeup"], first["pred_demakeup"]]
+    if "pred_sr" in first:
+        size = first["makeup"].shape[-1]
+        columns += [centre_crop(first["hr"], size), centre_crop(first["pred_sr"], size)]
+    return Image.fromarray(tiles(columns, count))
