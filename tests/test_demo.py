@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from demakeup_dist import demo
+from demakeup_dist import experiment as exp
 from demakeup_dist.data.loader import eval_batches
 from demakeup_dist.demo import DemoScale, run_demo
 from demakeup_dist.launch.status import JobState
@@ -88,12 +88,12 @@ def test_report_only_cli_rebuilds_the_same_table(demo_out):
 def test_experiment_skips_finished_runs_and_refuses_other_shards(demo_out, tmp_path):
     out, _ = demo_out
     before = (out / "runs" / "p2" / "best.safetensors").stat().st_mtime_ns
-    text = demo.run_experiment(out / "shards", out, models=("p2",), overrides=TINY.overrides())
+    text = exp.run_experiment(out / "shards", out, models=("p2",), overrides=TINY.overrides())
     assert (out / "runs" / "p2" / "best.safetensors").stat().st_mtime_ns == before
     assert [n.split(":")[0] for n in table_rows(text)] == ["identity (output = input)", "p2"]
     other = shutil.copytree(out / "shards", tmp_path / "other-shards")
     with pytest.raises(ValueError, match="holds runs trained on .* choose another --out"):
-        demo.run_experiment(other, out, models=("p2",), overrides=TINY.overrides())
+        exp.run_experiment(other, out, models=("p2",), overrides=TINY.overrides())
 
 
 def fake_run(out: Path, model: str, psnr: float, ssim: float, sr: tuple[float, ...] | None = None,
@@ -225,11 +225,11 @@ def test_experiment_on_slurm_submits_one_job_per_model_and_waits(demo_out, tmp_p
 
     monkeypatch.setattr("demakeup_dist.launch.submit.submit", fake_submit)
     monkeypatch.setattr("demakeup_dist.launch.status.job_state", lambda job_id: JobState(job_id, "FAILED"))
-    monkeypatch.setattr(demo, "SLURM_POLL_S", 0.0)
+    monkeypatch.setattr(exp, "SLURM_POLL_S", 0.0)
 
     def experiment() -> str:
-        return demo.run_experiment(out / "shards", tmp_path, models=("p1", "p3"), overrides=TINY.overrides(),
-                                   slurm={"gpus": 2, "partition": "gpu"})
+        return exp.run_experiment(out / "shards", tmp_path, models=("p1", "p3"), overrides=TINY.overrides(),
+                                  slurm={"gpus": 2, "partition": "gpu"})
 
     if job_finishes:
         assert [n.split(":")[0] for n in table_rows(experiment())] == ["identity (output = input)", "p1", "p3"]

@@ -16,7 +16,7 @@ import torch
 
 from demakeup_dist.data.shards import write_shards
 from demakeup_dist.data.synth import synth_dataset
-from demakeup_dist.demo import RECOMMENDED_DIR
+from demakeup_dist.experiment import RECOMMENDED_DIR
 from demakeup_dist.results import RunResults
 from demakeup_dist.train.config import load_config
 from demakeup_dist.train.loop import train
