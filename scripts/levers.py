@@ -42,10 +42,10 @@ def train_one(model: str, overrides: dict, seed: int, shards: Path, run_dir: Pat
     import torch
 
     from demakeup_dist.data.loader import eval_batches
-    from demakeup_dist.train.checkpoint import load_trained_model
     from demakeup_dist.train.config import load_config
     from demakeup_dist.train.evaluation import evaluate
     from demakeup_dist.train.loop import train
+    from demakeup_dist.weights import load_trained
 
     config = load_config(model, **{**overrides, "seed": seed, "wandb": "disabled"})
     results = train(config, shards, run_dir, resume="auto")
@@ -53,7 +53,7 @@ def train_one(model: str, overrides: dict, seed: int, shards: Path, run_dir: Pat
         raise SystemExit(f"{run_dir}: stopped before the end; rerun the same command to resume it")
     if results.get("status") == "finished":  # trained by an earlier call
         results = json.loads((run_dir / "results.json").read_text())
-    net, _ = load_trained_model(run_dir)
+    net, _ = load_trained(run_dir, model)
     batches = eval_batches(shards, "test", batch_size=16, with_hr="sr" in model_tasks(model), num_workers=0)
     flip, _ = evaluate(net, batches, model_tasks(model), torch.device("cpu"), lambda t: t, flip_ensemble=True)
     return {**results, "flip": flip.to_dict()}
