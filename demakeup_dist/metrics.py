@@ -9,6 +9,7 @@ dtype (bf16 activations would otherwise cost ~0.1 dB of rounding) and returned p
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Callable
 
 import torch
@@ -98,19 +99,20 @@ ReduceFn = Callable[[Tensor], Tensor]
 class MetricAccumulator:
     """Per-image metric sums and counts, averaged exactly across ranks.
 
-    Every rank declares the same ``names`` up front, so all ranks send tensors of one length even when
-    one evaluated no image at all (uneven shards); the mean is ``sum of sums / sum of counts``, never a
-    mean of per-rank means. Sums are float64 so thousands of images add up without float32 drift.
+    Every rank declares the same ``names`` (any hashable keys, e.g. ``("model", "sr", "psnr")``) up front,
+    so all ranks send tensors of one length even when one evaluated no image at all (uneven shards); the
+    mean is ``sum of sums / sum of counts``, never a mean of per-rank means. Sums are float64 so thousands
+    of images add up without float32 drift.
     """
 
-    def __init__(self, names: list[str] | tuple[str, ...]) -> None:
+    def __init__(self, names: list[Hashable] | tuple[Hashable, ...]) -> None:
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"MetricAccumulator: need distinct metric names, got {list(names)}")
         self._names = tuple(names)
         self._sums = dict.fromkeys(self._names, 0.0)
         self._counts = dict.fromkeys(self._names, 0)
 
-    def add(self, name: str, per_image_values: Tensor) -> None:
+    def add(self, name: Hashable, per_image_values: Tensor) -> None:
         """Add a 1-D tensor of per-image values (e.g. ``psnr(pred, target)``) to metric ``name``."""
         if name not in self._sums:
             raise KeyError(f"MetricAccumulator: unknown metric {name!r}; declared: {list(self._names)}")
@@ -124,7 +126,7 @@ class MetricAccumulator:
 
     def reduce_with_counts(
         self, reduce_fn: ReduceFn = lambda t: t, device: torch.device | str = "cpu"
-    ) -> tuple[dict[str, float], dict[str, int]]:
+    ) -> tuple[dict[Hashable, float], dict[Hashable, int]]:
         """Sum over ranks with ONE collective, then divide. ``reduce_fn`` takes and returns a 1-D
         float64 tensor placed on ``device`` (NCCL needs CUDA tensors), e.g.
         ``lambda t: accelerator.reduce(t, "sum")``; the identity for a single process.
@@ -139,7 +141,7 @@ class MetricAccumulator:
             means[name], counts[name] = total / count, count
         return means, counts
 
-    def reduce(self, reduce_fn: ReduceFn = lambda t: t, device: torch.device | str = "cpu") -> dict[str, float]:
+    def reduce(self, reduce_fn: ReduceFn = lambda t: t, device: torch.device | str = "cpu") -> dict[Hashable, float]:
         """Means over all images of all ranks; see ``reduce_with_counts``."""
         return self.reduce_with_counts(reduce_fn, device)[0]
 

@@ -1,15 +1,19 @@
-"""The report's two pictures: the test-image grid (labelled columns) and the val-PSNR-per-epoch plot.
+"""Pictures of images: the one float -> uint8 rule, the tile layout of the sample panels and the report's
+test-image grid (labelled columns), and the report's val-PSNR-per-epoch plot.
 
-Both are drawn with PIL (already a dependency): a line plot with axes and a legend is ~60 lines,
-not worth matplotlib's install size on the cluster images.
+Drawn with PIL (already a dependency): a line plot with axes and a legend is ~60 lines, not worth
+matplotlib's install size on the cluster images.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from demakeup_dist.models import model_tasks
 
 LABEL_HEIGHT = 14  # px of the grid's header row holding the column names
 # One colour per network (p1..p4) and for the identity line; readable on white.
@@ -19,15 +23,41 @@ PLOT_SIZE = (640, 400)
 MARGIN = (56, 24, 16, 36)  # left, top, right, bottom (room for the tick labels)
 
 
+def to_uint8_image(image: torch.Tensor) -> np.ndarray:
+    """Float (3, H, W) or (B, 3, H, W) in [0, 1] -> uint8 (H, W, 3) or (B, H, W, 3), clamped to [0, 1] and
+    rounded half up: the one rule for every image written (predictions, sample panels, the grid)."""
+    pixels = (image.detach().float().clamp(0, 1) * 255 + 0.5).to(torch.uint8)  # the cast truncates
+    return pixels.movedim(-3, -1).cpu().numpy()
+
+
+def centre_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The central size x size window of (..., H, W) images: a 4x SR image shown at full resolution
+    beside tiles of the input's size, where detail (or its absence) is visible."""
+    top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
+    return images[..., top:top + size, left:left + size]
+
+
+def tiles(columns: list[torch.Tensor], rows: int | None = None) -> np.ndarray:
+    """One uint8 (rows*S, len(columns)*S, 3) picture from columns of (B, 3, S, S) images: row i holds
+    image i of every column (all B rows unless `rows`)."""
+    body = torch.cat([torch.cat(list(column[:rows].float()), dim=1) for column in columns], dim=2)
+    return to_uint8_image(body)
+
+
+def sr_models(models) -> list[str]:
+    """The networks among `models` that have a 4x SR head."""
+    return [name for name in models if "sr" in model_tasks(name)]
+
+
 def grid_columns(models) -> list[str]:
-    sr = ["p4 SR crop", "HR crop"] if "p4" in models else []
-    return ["input", "target", *models, *sr]
+    sr = [f"{name} SR crop" for name in sr_models(models)]
+    return ["input", "target", *models, *sr, *(["HR crop"] if sr else [])]
 
 
 @torch.inference_mode()
 def picture_grid(run_dirs: dict[str, Path], shards: Path, rows: int = 4,
                  device: str | torch.device = "cpu") -> Image.Image:
-    """The first `rows` test images: input | target | each model | [p4 SR crop | HR crop], S px tiles.
+    """The first `rows` test images: input | target | each model | [each SR model's crop | HR crop], S px tiles.
 
     `run_dirs`: model -> a finished run dir. Returns an RGB image of width S * columns and height
     LABEL_HEIGHT + S * rows (S: the image size), the column names in the header row.
@@ -35,21 +65,19 @@ def picture_grid(run_dirs: dict[str, Path], shards: Path, rows: int = 4,
     from demakeup_dist.data.loader import eval_batches, to_float
     from demakeup_dist.weights import load_trained
 
-    batches = eval_batches(shards, "test", batch_size=rows, with_hr="p4" in run_dirs, num_workers=0, uint8=True)
+    batches = eval_batches(shards, "test", batch_size=rows, with_hr=bool(sr_models(run_dirs)), num_workers=0,
+                           uint8=True)
     batch = to_float(next(iter(batches)), device)
     size = batch["makeup"].shape[-1]
-    tiles, sr_tiles = [batch["makeup"], batch["non_makeup"]], []
-    start = (4 * size - size) // 2  # the central S x S window of the 4S x 4S images
-    crop = (slice(None), slice(None), slice(start, start + size), slice(start, start + size))
+    columns, sr_columns = [batch["makeup"], batch["non_makeup"]], []
     for name, run_dir in run_dirs.items():
         model, _ = load_trained(run_dir, name, device)
         outputs = model(batch["makeup"])
-        tiles.append(outputs["demakeup"])
-        if name == "p4":
-            sr_tiles = [outputs["sr"][crop], batch["hr"][crop]]
-    tiles += sr_tiles
-    body = torch.cat([torch.cat(list(t.float().clamp(0, 1)), dim=1) for t in tiles], dim=2)  # (3, rows*S, cols*S)
-    pixels = (body * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        columns.append(outputs["demakeup"])
+        if "sr" in outputs:
+            sr_columns.append(centre_crop(outputs["sr"], size))
+    columns += [*sr_columns, centre_crop(batch["hr"], size)] if sr_columns else []
+    pixels = tiles(columns)
     grid = Image.new("RGB", (pixels.shape[1], LABEL_HEIGHT + pixels.shape[0]), "white")
     grid.paste(Image.fromarray(pixels), (0, LABEL_HEIGHT))
     draw = ImageDraw.Draw(grid)

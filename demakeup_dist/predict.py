@@ -3,7 +3,7 @@
 Pixel pipeline: decode to RGB uint8 exactly as `shard` does for training (`codec.to_rgb`: EXIF rotation
 applied, transparency on white; at most `MAX_PIXELS`) -> float32 in [0, 1],
 ``(1, 3, H, W)`` -> pad bottom/right to a multiple of 32 (the networks halve the size five times) ->
-model -> crop back to ``H x W`` (``4H x 4W`` for the SR head) -> uint8 PNG.
+model -> crop back to ``H x W`` (``4H x 4W`` for the SR head) -> uint8 PNG (`pictures.to_uint8_image`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from demakeup_dist.atomic import atomic_path
 from demakeup_dist.choices import TASKS
 from demakeup_dist.data.codec import UnsupportedImage, to_rgb
 from demakeup_dist.data.loader import unit_float
+from demakeup_dist.pictures import to_uint8_image
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +144,8 @@ def _batches(files: list[Path], batch_size: int) -> Iterator[list[tuple[Path, Te
 
 def _save_png(image: Tensor, path: Path) -> None:
     """Write float ``(3, H, W)`` in [0, 1] as an 8-bit PNG, atomically (temporary name, then rename)."""
-    pixels = (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     with atomic_path(path) as tmp:
-        Image.fromarray(pixels).save(tmp, format="PNG")
+        Image.fromarray(to_uint8_image(image)).save(tmp, format="PNG")
 
 
 def _output_scale(task: str, out: Tensor, x: Tensor) -> int:

@@ -4,7 +4,7 @@ With several seeds (`experiment.json` "seeds": N) each number is the mean +- std
 question is answered only where the difference exceeds the seed noise (demakeup_dist/seeds.py).
 Reads finished run dirs only (demakeup_dist/rundir.py): `OUT/runs/<model>/` (seed 1; `<model>-s2` .. `-sN`
 beside it) whose status is "finished", with their test results (the best weights' metrics and the identity /
-bicubic baselines, written by the trainer), config, best weights and val metrics. `OUT/experiment.json` (written by `demakeup_dist.demo`) adds the
+bicubic baselines, written by the trainer), config, best weights and val metrics. `OUT/experiment.json` (written by `demakeup_dist.experiment`) adds the
 shard set, the hardware, the wall time and notes; a report can be rebuilt from these files alone.
 """
 
@@ -22,7 +22,8 @@ from safetensors import safe_open
 from demakeup_dist import atomic
 from demakeup_dist.rundir import RunDir
 from demakeup_dist.models import MODEL_NAMES, MODELS
-from demakeup_dist.pictures import grid_columns, picture_grid, psnr_plot
+from demakeup_dist.pictures import grid_columns, picture_grid, psnr_plot, sr_models
+from demakeup_dist.results import EpochRecord, Quality, RunResults
 from demakeup_dist.seeds import Spread, difference, spread
 
 EXPERIMENT_FILE = "experiment.json"
@@ -41,12 +42,22 @@ class RunSummary:
 
     model: str
     run_dir: Path
-    results: dict[str, Any]  # results.json: psnr, ssim, identity_psnr, ... [psnr_sr, bicubic_psnr_sr, ...]
+    results: RunResults  # results.json: test metrics per task and the baselines
     config: dict[str, Any]  # the run's resolved config
     params: int  # numbers in best.safetensors
     img_per_s: float | None  # the trainer's last measured training throughput (status.json)
-    val_psnr: list[tuple[int, float]]  # (epoch, val PSNR) of every evaluation (metrics.jsonl)
-    val_identity_psnr: float | None  # the identity baseline on val (metrics.jsonl; None in older runs)
+    records: list[EpochRecord]  # every evaluation on val (metrics.jsonl)
+
+    def test(self, task: str) -> Quality:
+        return self.results.evaluation.metrics[task]
+
+    def baseline(self, task: str) -> Quality:
+        return self.results.evaluation.baselines[task]
+
+    @property
+    def val_psnr(self) -> list[tuple[int, float]]:
+        """(epoch, val PSNR) of every evaluation."""
+        return [(r.epoch, r.val.psnr) for r in self.records]
 
 
 def run_dir_of(out: Path, model: str, seed_index: int = 1) -> Path:
@@ -74,18 +85,21 @@ def load_run(run_dir: Path, model: str) -> RunSummary:
         raise FileNotFoundError(f"{weights} is missing: the {model} run dir is incomplete; retrain it")
     with safe_open(str(weights), framework="pt") as fh:
         params = sum(int(np.prod(fh.get_slice(k).get_shape())) for k in fh.keys())
-    records = run.read_metrics()
-    curve = [(r["epoch"], r["val_psnr"]) for r in records]
-    identity = records[-1].get("val_identity_psnr") if records else None
-    return RunSummary(model, run.path, run.read_results(), config, params, status.get("img_per_s"),
-                      curve, identity)
+    records = [EpochRecord.from_dict(r, f"{run.metrics_file} record {i}")
+               for i, r in enumerate(run.read_metrics(), start=1)]
+    results = RunResults.from_dict(run.read_results(), str(run.results_file))
+    return RunSummary(model, run.path, results, config, params, status.get("img_per_s"), records)
 
 
 Runs = dict[str, list[RunSummary]]  # model -> one finished run per seed
 
 
-def _metric(runs: list[RunSummary], key: str) -> Spread:
-    return spread(run.results[key] for run in runs)
+def _metric(runs: list[RunSummary], task: str, measure: str = "psnr") -> Spread:
+    return spread(getattr(run.test(task), measure) for run in runs)
+
+
+def _sr(runs: Runs) -> dict[str, list[RunSummary]]:
+    return {name: runs[name] for name in sr_models(runs)}
 
 
 def _cell(value: Spread, digits: int) -> str:
@@ -93,19 +107,19 @@ def _cell(value: Spread, digits: int) -> str:
 
 
 def table(runs: Runs) -> str:
-    """The results table in Markdown: identity baseline, one row per model, bicubic (when p4 ran).
+    """The results table in Markdown: identity baseline, one row per model, bicubic (when an SR model ran).
 
     With several seeds a cell is `mean +- std` over them; the curve column reads the seeds' mean curve.
     """
-    first = next(iter(runs.values()))[0].results
+    identity = next(iter(runs.values()))[0].baseline("demakeup")
     lines = ["| model | de-makeup PSNR (dB) | de-makeup SSIM | SR PSNR (dB) | SR SSIM | parameters | train img/s "
              "| val PSNR: epoch 1 -> best |",
              "|---|---:|---:|---:|---:|---:|---:|---:|",
-             f"| identity (output = input) | {first['identity_psnr']:.2f} | {first['identity_ssim']:.4f} | | | | | |"]
+             f"| identity (output = input) | {identity.psnr:.2f} | {identity.ssim:.4f} | | | | | |"]
     for name, seeds in runs.items():
         sr = " | "
-        if "psnr_sr" in seeds[0].results:
-            sr = f"{_cell(_metric(seeds, 'psnr_sr'), 2)} | {_cell(_metric(seeds, 'ssim_sr'), 4)}"
+        if name in _sr(runs):
+            sr = f"{_cell(_metric(seeds, 'sr'), 2)} | {_cell(_metric(seeds, 'sr', 'ssim'), 4)}"
         speeds = [run.img_per_s for run in seeds if run.img_per_s]
         speed = f"{sum(speeds) / len(speeds):.1f}" if speeds else "?"
         curve = "?"
@@ -113,13 +127,14 @@ def table(runs: Runs) -> str:
         if mean_curve:
             best = max(mean_curve, key=lambda point: point[1])
             curve = f"{mean_curve[0][1]:.2f} -> {best[1]:.2f} (epoch {best[0]})"
-        lines.append(f"| {name}: {MODELS[name].summary} | {_cell(_metric(seeds, 'psnr'), 2)} | "
-                     f"{_cell(_metric(seeds, 'ssim'), 4)} | {sr} | {seeds[0].params / 1e6:.2f} M | {speed} | {curve} |")
-    sr_run = next((seeds[0] for seeds in runs.values() if "bicubic_psnr_sr" in seeds[0].results), None)
-    if sr_run is not None:
-        r = sr_run.results
-        lines.append(f"| bicubic 4x of the input (SR baseline) | | | {r['bicubic_psnr_sr']:.2f} | "
-                     f"{r['bicubic_ssim_sr']:.4f} | | | |")
+        lines.append(f"| {name}: {MODELS[name].summary} | {_cell(_metric(seeds, 'demakeup'), 2)} | "
+                     f"{_cell(_metric(seeds, 'demakeup', 'ssim'), 4)} | {sr} | {seeds[0].params / 1e6:.2f} M | {speed} "
+                     f"| {curve} |")
+    sr_runs = list(_sr(runs).values())
+    if sr_runs:  # the same test set for every network: one bicubic row
+        bicubic = sr_runs[0][0].baseline("sr")
+        lines.append(f"| bicubic 4x of the input (SR baseline) | | | {bicubic.psnr:.2f} | "
+                     f"{bicubic.ssim:.4f} | | | |")
     return "\n".join(lines)
 
 
@@ -145,10 +160,10 @@ def _verdict(a: Spread, b: Spread, fixed_baseline: bool = False) -> tuple[str, s
 
 def answers(runs: Runs) -> list[str]:
     """The brief's questions read off the test PSNR, one line each (only those whose models ran)."""
-    psnr = {name: _metric(seeds, "psnr") for name, seeds in runs.items()}
+    psnr = {name: _metric(seeds, "demakeup") for name, seeds in runs.items()}
     seeds = min(len(s) for s in runs.values())
     # The same test set for every seed: the identity baseline has no seed noise of its own.
-    identity = spread([next(iter(runs.values()))[0].results["identity_psnr"]] * seeds)
+    identity = spread([next(iter(runs.values()))[0].baseline("demakeup").psnr] * seeds)
     lines = []
     for name, value in psnr.items():
         verdict, gain = _verdict(identity, value, fixed_baseline=True)
@@ -163,12 +178,13 @@ def answers(runs: Runs) -> list[str]:
         if base in psnr and new in psnr:
             verdict, gain = _verdict(psnr[base], psnr[new])
             lines.append(f"- {question} **{verdict}**: {psnr[new]} vs {psnr[base]} dB ({gain}).")
-    if "p4" in runs and "psnr_sr" in runs["p4"][0].results:
-        p4 = runs["p4"]
-        sr, bicubic = _metric(p4, "psnr_sr"), spread([p4[0].results["bicubic_psnr_sr"]] * len(p4))
+    for name, runs_sr in _sr(runs).items():
+        base = runs_sr[0].baseline("sr")
+        sr, bicubic = _metric(runs_sr, "sr"), spread([base.psnr] * len(runs_sr))
         verdict, gain = _verdict(bicubic, sr, fixed_baseline=True)
-        lines.append(f"- Does p4's SR head beat bicubic upsampling? **{verdict}**: {sr} vs {bicubic.mean:.2f} dB "
-                     f"({gain}), SSIM {_cell(_metric(p4, 'ssim_sr'), 4)} vs {p4[0].results['bicubic_ssim_sr']:.4f}.")
+        lines.append(f"- Does {name}'s SR head beat bicubic upsampling? **{verdict}**: {sr} vs "
+                     f"{bicubic.mean:.2f} dB ({gain}), SSIM {_cell(_metric(runs_sr, 'sr', 'ssim'), 4)} vs "
+                     f"{base.ssim:.4f}.")
     if seeds >= 2:
         lines.append(f"({seeds} seeds per network, mean +- std. A difference is called clear only when it exceeds "
                      "the seed noise, 2 standard errors of the difference; inside it the answer is 'no clear "
@@ -241,9 +257,9 @@ def write_report(out: Path, models: tuple[str, ...] = MODEL_NAMES, *, shards: Pa
              "## The brief's questions", "", *answers(runs), "",
              "## Scale", "", *scale_lines(runs, experiment, out, shards), ""]
     first = next(iter(runs.values()))[0]
-    on_val = first.val_identity_psnr is not None
-    plot = psnr_plot({m: [run.val_psnr for run in seeds] for m, seeds in runs.items()},
-                     first.val_identity_psnr if on_val else first.results["identity_psnr"])
+    on_val = bool(first.records)  # the identity line where the curves were measured
+    identity = first.records[-1].val.baselines["demakeup"] if on_val else first.baseline("demakeup")
+    plot = psnr_plot({m: [run.val_psnr for run in seeds] for m, seeds in runs.items()}, identity.psnr)
     with atomic.atomic_path(out / PLOT_FILE) as tmp:
         plot.save(tmp, format="PNG")
     parts += ["## Val PSNR per epoch", "", f"![val PSNR per epoch]({PLOT_FILE})", "",
@@ -255,7 +271,7 @@ def write_report(out: Path, models: tuple[str, ...] = MODEL_NAMES, *, shards: Pa
             grid.save(tmp, format="PNG")
         parts += ["## Pictures", "", f"![test images]({GRID_FILE})", "",
                   "Columns (first seed): " + ", ".join(grid_columns(runs)) + "."
-                  + (" SR / HR crops: the central window of the 4x images at full resolution." if "p4" in runs else ""),
+                  + (" SR / HR crops: the central window of the 4x images at full resolution." if _sr(runs) else ""),
                   ""]
     atomic.write_text(out / REPORT_FILE, "\n".join(parts))
     return text

@@ -69,7 +69,7 @@ def experiment(
     `demakeup experiment --report-only --out runs/experiment`,
     `demakeup experiment --shards shards/data --local --recommended --seeds 3`.
     """
-    from demakeup_dist.demo import RECOMMENDED_DIR, run_experiment
+    from demakeup_dist.experiment import RECOMMENDED_DIR, run_experiment
     from demakeup_dist.report import write_report
     from demakeup_dist.train.config import parse_sets
 

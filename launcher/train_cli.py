@@ -164,6 +164,7 @@ def evaluate(
     """Print PSNR / SSIM of a trained network on a split, beside the identity and bicubic baselines."""
     from demakeup_dist.data.loader import eval_batches
     from demakeup_dist.machine import torch_device
+    from demakeup_dist.results import BASELINES, MEASURES
     from demakeup_dist.train.evaluation import evaluate as run_eval
     from demakeup_dist.weights import load_trained
 
@@ -171,13 +172,14 @@ def evaluate(
         device = torch_device()
         net, info = load_trained(weights, plain(model), device)
         batches = eval_batches(shards, plain(split), batch_size=batch_size, with_hr="sr" in net.tasks, uint8=True)
-        metrics, _ = run_eval(net, batches, net.tasks, device, lambda t: t, baselines=True)
+        evaluation, _ = run_eval(net, batches, net.tasks, device, lambda t: t, baselines=True)
     typer.echo(f"{info.model} on {plain(split)} of {shards}")
     typer.echo(f"{'metric':<16}{'model':>10}{'baseline':>10}  baseline")
-    for key in ("psnr", "ssim", "psnr_sr", "ssim_sr"):
-        if key in metrics:
-            base_name = "identity" if not key.endswith("_sr") else "bicubic"
-            typer.echo(f"{key:<16}{metrics[key]:>10.4f}{metrics[f'{base_name}_{key}']:>10.4f}  {base_name}")
+    for task, quality in evaluation.metrics.items():
+        baseline = evaluation.baselines[task]
+        for measure in MEASURES:
+            typer.echo(f"{f'{task}/{measure}':<16}{getattr(quality, measure):>10.4f}"
+                       f"{getattr(baseline, measure):>10.4f}  {BASELINES[task]}")
 
 
 def predict(

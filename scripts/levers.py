@@ -6,8 +6,9 @@
 
 Each variant is `NAME=key=value,key=value` (TrainConfig keys, YAML values; `model_args.K=V` sets one
 model argument), applied on top of `--base` and `configs/MODEL.yaml`. Runs go to OUT/NAME/seed-S
-(finished ones are kept in OUT/NAME/seed-S/lever.json, so a rerun only adds what is missing). Test PSNR of every run is also
-measured with the flip self-ensemble on the same weights (a paired comparison, no retraining).
+(finished ones are kept in OUT/NAME/seed-S/lever.json, the run's results.json plus "flip", so a rerun only
+adds what is missing). Every run is also evaluated on test with the flip self-ensemble on the same weights
+(a paired comparison, no retraining).
 Writes OUT/levers.json and OUT/levers.md: mean +- std per variant and its difference from the first
 variant with the seed noise it must exceed (demakeup_dist/seeds.py).
 """
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from demakeup_dist.models import model_tasks
+from demakeup_dist.results import Evaluation, RunResults
 from demakeup_dist.seeds import difference, spread
 
 
@@ -39,11 +42,10 @@ def train_one(model: str, overrides: dict, seed: int, shards: Path, run_dir: Pat
     import torch
 
     from demakeup_dist.data.loader import eval_batches
-    from demakeup_dist.models import model_tasks
-    from demakeup_dist.train.checkpoint import load_trained_model
     from demakeup_dist.train.config import load_config
     from demakeup_dist.train.evaluation import evaluate
     from demakeup_dist.train.loop import train
+    from demakeup_dist.weights import load_trained
 
     config = load_config(model, **{**overrides, "seed": seed, "wandb": "disabled"})
     results = train(config, shards, run_dir, resume="auto")
@@ -51,10 +53,10 @@ def train_one(model: str, overrides: dict, seed: int, shards: Path, run_dir: Pat
         raise SystemExit(f"{run_dir}: stopped before the end; rerun the same command to resume it")
     if results.get("status") == "finished":  # trained by an earlier call
         results = json.loads((run_dir / "results.json").read_text())
-    net, _ = load_trained_model(run_dir)
+    net, _ = load_trained(run_dir, model)
     batches = eval_batches(shards, "test", batch_size=16, with_hr="sr" in model_tasks(model), num_workers=0)
     flip, _ = evaluate(net, batches, model_tasks(model), torch.device("cpu"), lambda t: t, flip_ensemble=True)
-    return {**results, "flip_psnr": flip["psnr"]}
+    return {**results, "flip": flip.to_dict()}
 
 
 def main() -> None:
@@ -91,25 +93,30 @@ def main() -> None:
 
 def summarise(variants: dict, results: dict, model: str) -> str:
     """The table over the finished runs of each variant (the seeds they have)."""
-    metrics = [("psnr", "test PSNR"), ("flip_psnr", "test PSNR, flip ensemble"), ("ssim", "test SSIM")]
-    if model == "p4":
-        metrics.append(("psnr_sr", "SR PSNR"))
-    identity = next(iter(results.values()))["identity_psnr"]
+    # (test, flip) evaluations of every run, read by task and measure.
+    evaluations = {key: (RunResults.from_dict(r, key).evaluation, Evaluation.from_dict(r["flip"], key))
+                   for key, r in results.items()}
+    columns = [("test PSNR", lambda test, flip: test.psnr, str),
+               ("test PSNR, flip ensemble", lambda test, flip: flip.psnr, str),
+               ("test SSIM", lambda test, flip: test.metrics["demakeup"].ssim, lambda c: f"{c.mean:.4f}")]
+    if "sr" in model_tasks(model):
+        columns.append(("SR PSNR", lambda test, flip: test.metrics["sr"].psnr, str))
+    identity = next(iter(evaluations.values()))[0].baselines["demakeup"].psnr
     lines = [f"{model}; identity baseline {identity:.2f} dB (test)", "",
-             "| variant | seeds | " + " | ".join(label for _, label in metrics) + " | flip - plain (same weights) | PSNR vs first variant |",
-             "|---|---|" + "---:|" * (len(metrics) + 2)]
+             "| variant | seeds | " + " | ".join(label for label, *_ in columns)
+             + " | flip - plain (same weights) | PSNR vs first variant |",
+             "|---|---|" + "---:|" * (len(columns) + 2)]
     first = None
     for name in variants:
         seeds = [key.split("seed-")[1] for key in results if key.startswith(f"{name}/")]
         if not seeds:
             continue
-        runs = [results[f"{name}/seed-{s}"] for s in seeds]
-        cells = [spread(r[key] for r in runs) for key, _ in metrics]
+        runs = [evaluations[f"{name}/seed-{s}"] for s in seeds]
+        cells = [spread(value(*run) for run in runs) for _, value, _ in columns]
         first = first or cells[0]
         diff = difference(first, cells[0])
-        lines.append(f"| {name} | {','.join(seeds)} | " + " | ".join(str(c) if key != "ssim" else f"{c.mean:.4f}"
-                                                                     for c, (key, _) in zip(cells, metrics))
-                     + f" | {spread(r['flip_psnr'] - r['psnr'] for r in runs).mean:+.3f} dB"
+        lines.append(f"| {name} | {','.join(seeds)} | " + " | ".join(text(c) for c, (_, _, text) in zip(cells, columns))
+                     + f" | {spread(flip.psnr - test.psnr for test, flip in runs).mean:+.3f} dB"
                      + f" | {diff} ({'clear' if diff.clear else 'within noise'}) |")
     return "\n".join(lines) + "\n"
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -14,12 +15,14 @@ from PIL import Image
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from demakeup_dist import demo
+from demakeup_dist import experiment as exp
+from demakeup_dist.data.loader import eval_batches
 from demakeup_dist.demo import DemoScale, run_demo
 from demakeup_dist.launch.status import JobState
 from demakeup_dist.launch.submit import Submission
 from demakeup_dist.pictures import LABEL_HEIGHT
 from demakeup_dist.report import write_report
+from demakeup_dist.results import EpochRecord, Evaluation, Quality, RunResults
 from launcher.main import app
 
 TINY = DemoScale(size=32, train=8, val=4, test=4, epochs=1, batch_size=4, lr=2e-3, num_workers=0)
@@ -64,6 +67,11 @@ def test_demo_writes_report_with_every_row_and_grid(demo_out):
     grid = Image.open(out / "grid.png")
     columns = 2 + len(MODELS) + 2  # input, target, p1..p4, SR crop, HR crop
     assert grid.size == (columns * TINY.size, LABEL_HEIGHT + TINY.test * TINY.size)
+    # The input column is the test split's inputs to the pixel: uint8 -> float -> pictures.to_uint8_image.
+    batch = next(iter(eval_batches(out / "shards", "test", batch_size=TINY.test, with_hr=False, num_workers=0,
+                                   uint8=True)))
+    inputs = np.asarray(grid)[LABEL_HEIGHT:, :TINY.size]
+    np.testing.assert_array_equal(inputs, torch.cat(list(batch["makeup"]), dim=1).permute(1, 2, 0).numpy())
     record = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
     assert {"synthesise", "shard", *(f"train {m}" for m in MODELS)} <= set(record["phases"])
     assert record["wall_s"] == pytest.approx(sum(record["phases"].values()))
@@ -80,41 +88,47 @@ def test_report_only_cli_rebuilds_the_same_table(demo_out):
 def test_experiment_skips_finished_runs_and_refuses_other_shards(demo_out, tmp_path):
     out, _ = demo_out
     before = (out / "runs" / "p2" / "best.safetensors").stat().st_mtime_ns
-    text = demo.run_experiment(out / "shards", out, models=("p2",), overrides=TINY.overrides())
+    text = exp.run_experiment(out / "shards", out, models=("p2",), overrides=TINY.overrides())
     assert (out / "runs" / "p2" / "best.safetensors").stat().st_mtime_ns == before
     assert [n.split(":")[0] for n in table_rows(text)] == ["identity (output = input)", "p2"]
     other = shutil.copytree(out / "shards", tmp_path / "other-shards")
     with pytest.raises(ValueError, match="holds runs trained on .* choose another --out"):
-        demo.run_experiment(other, out, models=("p2",), overrides=TINY.overrides())
+        exp.run_experiment(other, out, models=("p2",), overrides=TINY.overrides())
 
 
-def fake_run(out: Path, model: str, results: dict, status: str = "finished", params: int = 1_250_000,
-             label: str | None = None, seed: int = 25) -> Path:
+def fake_run(out: Path, model: str, psnr: float, ssim: float, sr: tuple[float, ...] | None = None,
+             status: str = "finished", params: int = 1_250_000, label: str | None = None, seed: int = 25) -> Path:
+    """A finished run dir whose test results are `psnr`, `ssim` beside identity 28.00 dB / 0.9000, and
+    `sr`: (SR PSNR, SR SSIM, bicubic PSNR, bicubic SSIM)."""
     run = out / "runs" / (label or model)
     run.mkdir(parents=True)
+    metrics, baselines = {"demakeup": Quality(psnr, ssim)}, {"demakeup": Quality(28.0, 0.9)}
+    if sr:
+        metrics["sr"], baselines["sr"] = Quality(*sr[:2]), Quality(*sr[2:])
+    results = RunResults(model, "test", 2, Evaluation(metrics, baselines))
     (run / "status.json").write_text(json.dumps({"status": status, "img_per_s": 12.5}))
-    (run / "results.json").write_text(json.dumps({"model": model, **results}))
+    (run / "results.json").write_text(json.dumps(results.to_dict()))
     (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "epochs": 300, "batch_size": 64, "lr": 0.01,
                                                               "seed": seed}))
-    curve = [{"epoch": e, "step": 10 * e, "val_psnr": v} for e, v in ((1, 20.0), (2, 22.5), (3, 22.0))]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in curve))
+    curve = [EpochRecord(e, 10 * e, 0.1, 0.01, 1.0, 1.5, Evaluation({"demakeup": Quality(v, 0.8)},
+                                                                    {"demakeup": Quality(21.0, 0.7)}))
+             for e, v in ((1, 20.0), (2, 22.5), (3, 22.0))]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in curve))
     save_file({"w": torch.zeros(params, dtype=torch.uint8)}, str(run / "best.safetensors"))
     return run
 
 
-BASE = {"identity_psnr": 28.0, "identity_ssim": 0.9}
-FAKE = {
-    "p1": {"psnr": 30.0, "ssim": 0.91},
-    "p2": {"psnr": 25.0, "ssim": 0.80},
-    "p3": {"psnr": 31.0, "ssim": 0.93},
-    "p4": {"psnr": 31.05, "ssim": 0.935, "psnr_sr": 33.5, "ssim_sr": 0.95, "bicubic_psnr_sr": 32.0,
-           "bicubic_ssim_sr": 0.94},
+FAKE = {  # test PSNR, SSIM[, (SR PSNR, SR SSIM, bicubic PSNR, bicubic SSIM)]
+    "p1": (30.0, 0.91),
+    "p2": (25.0, 0.80),
+    "p3": (31.0, 0.93),
+    "p4": (31.05, 0.935, (33.5, 0.95, 32.0, 0.94)),
 }
 
 
 def test_report_from_fake_run_dirs_has_their_numbers(tmp_path):
     for model, results in FAKE.items():
-        fake_run(tmp_path, model, {**BASE, **results})
+        fake_run(tmp_path, model, *results)
     rows = table_rows(write_report(tmp_path, MODELS))
     assert rows["identity (output = input)"][:2] == ["28.00", "0.9000"]
     by_model = {name.split(":")[0]: cells for name, cells in rows.items()}
@@ -138,8 +152,7 @@ def test_report_with_seeds_gives_spreads_and_answers_only_beyond_the_noise(tmp_p
     psnr = {"p1": [30.0, 30.1, 29.9], "p3": [30.5, 30.6, 30.4], "p4": [30.4, 30.7, 31.0]}
     for model, values in psnr.items():
         for k, value in enumerate(values, start=1):
-            sr = {"psnr_sr": 33.0, "ssim_sr": 0.9, "bicubic_psnr_sr": 32.0, "bicubic_ssim_sr": 0.8} if model == "p4" else {}
-            fake_run(tmp_path, model, {**BASE, "psnr": value, "ssim": 0.9, **sr},
+            fake_run(tmp_path, model, value, 0.9, (33.0, 0.9, 32.0, 0.8) if model == "p4" else None,
                      label=model if k == 1 else f"{model}-s{k}", seed=24 + k)
     (tmp_path / "experiment.json").write_text(json.dumps({"seeds": 3}))
     rows = {name.split(":")[0]: cells for name, cells in table_rows(write_report(tmp_path, ("p1", "p3", "p4"))).items()}
@@ -158,7 +171,7 @@ def test_report_with_seeds_gives_spreads_and_answers_only_beyond_the_noise(tmp_p
 def test_one_seed_report_reads_differences_against_the_measured_seed_noise(tmp_path):
     # One run each: 2 seed stds (0.60 dB) from identity, 0.85 dB between two runs (report.CLEAR_DB).
     for model, value in (("p1", 29.0), ("p2", 28.5), ("p3", 28.7)):
-        fake_run(tmp_path, model, {**BASE, "psnr": value, "ssim": 0.9})
+        fake_run(tmp_path, model, value, 0.9)
     write_report(tmp_path, ("p1", "p2", "p3"))
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "p3 vs the identity baseline: +0.70 dB (above it" in report
@@ -167,10 +180,10 @@ def test_one_seed_report_reads_differences_against_the_measured_seed_noise(tmp_p
 
 
 def test_report_refuses_missing_and_unfinished_runs(tmp_path):
-    fake_run(tmp_path, "p1", {**BASE, **FAKE["p1"]})
+    fake_run(tmp_path, "p1", *FAKE["p1"])
     with pytest.raises(FileNotFoundError, match=r"no run dir .*runs/p3 for p3"):
         write_report(tmp_path, ("p1", "p3"))
-    fake_run(tmp_path, "p3", {**BASE, **FAKE["p3"]}, status="running")
+    fake_run(tmp_path, "p3", *FAKE["p3"], status="running")
     with pytest.raises(ValueError, match=r"p3 run in .* is not finished \(status: running\)"):
         write_report(tmp_path, ("p1", "p3"))
     with pytest.raises(ValueError, match="choose among"):
@@ -212,11 +225,11 @@ def test_experiment_on_slurm_submits_one_job_per_model_and_waits(demo_out, tmp_p
 
     monkeypatch.setattr("demakeup_dist.launch.submit.submit", fake_submit)
     monkeypatch.setattr("demakeup_dist.launch.status.job_state", lambda job_id: JobState(job_id, "FAILED"))
-    monkeypatch.setattr(demo, "SLURM_POLL_S", 0.0)
+    monkeypatch.setattr(exp, "SLURM_POLL_S", 0.0)
 
     def experiment() -> str:
-        return demo.run_experiment(out / "shards", tmp_path, models=("p1", "p3"), overrides=TINY.overrides(),
-                                   slurm={"gpus": 2, "partition": "gpu"})
+        return exp.run_experiment(out / "shards", tmp_path, models=("p1", "p3"), overrides=TINY.overrides(),
+                                  slurm={"gpus": 2, "partition": "gpu"})
 
     if job_finishes:
         assert [n.split(":")[0] for n in table_rows(experiment())] == ["identity (output = input)", "p1", "p3"]

@@ -77,7 +77,7 @@ def test_flip_ensemble_averages_the_mirrored_prediction():
     plain, _ = evaluate(_Ramp(16), batch, ("demakeup",), torch.device("cpu"), lambda t: t)
     flip, first = evaluate(_Ramp(16), batch, ("demakeup",), torch.device("cpu"), lambda t: t, flip_ensemble=True)
     assert torch.allclose(first["pred_demakeup"], x * 0.5)  # (ramp + flipped ramp) / 2 = 0.5 everywhere
-    assert flip["psnr"] > 100 and plain["psnr"] < 40
+    assert flip.psnr > 100 and plain.psnr < 40
 
 
 def test_seed_noise_decides_what_is_clear():
@@ -134,7 +134,7 @@ def test_ema_is_checkpointed_resumed_exactly_and_saved_as_best(shards, tmp_path,
 
 @pytest.mark.parametrize("model", ["p1", "p2", "p3", "p4"])
 def test_recommended_configs_are_the_brief_plus_levers(model):
-    from demakeup_dist.demo import RECOMMENDED_DIR
+    from demakeup_dist.experiment import RECOMMENDED_DIR
 
     brief, recommended = load_config(model), load_config(model, RECOMMENDED_DIR / f"{model}.yaml")
     assert recommended.model_args == {**brief.model_args, "residual": True}

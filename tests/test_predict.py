@@ -150,6 +150,16 @@ def test_predict_odd_size_exact_pixels(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_demakeup.png"]  # no temp left
 
 
+def test_predict_rounds_half_up_like_every_picture(tmp_path):
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            return {"demakeup": torch.full_like(x, 2.5 / 255)}  # 2.5 levels: round() would write 2
+
+    Image.fromarray(_random_rgb(8, 8)).save(tmp_path / "face.png")
+    written = predict_files(Constant(), [tmp_path / "face.png"], tmp_path / "out")
+    assert (_read(written[0]) == 3).all()
+
+
 def test_predict_rgba_and_grayscale_inputs(tmp_path):
     gray = _random_rgb(33, 40)[..., 0]
     Image.fromarray(gray, "L").save(tmp_path / "gray.png")

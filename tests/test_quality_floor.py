@@ -16,7 +16,8 @@ import torch
 
 from demakeup_dist.data.shards import write_shards
 from demakeup_dist.data.synth import synth_dataset
-from demakeup_dist.demo import RECOMMENDED_DIR
+from demakeup_dist.experiment import RECOMMENDED_DIR
+from demakeup_dist.results import RunResults
 from demakeup_dist.train.config import load_config
 from demakeup_dist.train.loop import train
 
@@ -40,8 +41,8 @@ def floor_gain(root: Path, seed: int = 1) -> float:
         write_shards(data, root / "shards", workers=1, progress=False)
     config = load_config("p3", RECOMMENDED_DIR / "p3.yaml", epochs=3, batch_size=8, wandb="disabled",
                          num_workers=0, seed=seed)
-    results = train(config, root / "shards", root / f"run-{seed}")
-    return results["psnr"] - results["identity_psnr"]
+    test = RunResults.from_dict(train(config, root / "shards", root / f"run-{seed}")).evaluation
+    return test.psnr - test.baselines["demakeup"].psnr
 
 
 @pytest.mark.slow

@@ -316,7 +316,7 @@ def test_status_and_cancel_without_slurm(tmp_path, monkeypatch):
     (run_dir / "checkpoints" / "step-00000012.tmp").mkdir()
     (run_dir / "status.json").write_text(json.dumps({
         "status": "running", "model": "p3", "epoch": 2, "step": 10, "total_steps": 40, "img_per_s": 123.4,
-        "eta_s": 3725, "last_metrics": {"val_psnr": 21.5, "train_loss": 0.25}, "best_val_psnr": 21.5,
+        "eta_s": 3725, "last_metrics": {"val/demakeup/psnr": 21.5, "train_loss": 0.25}, "best_val_psnr": 21.5,
         "updated": "2025-01-01T00:00:00", "restarts": 1}))
     (run_dir / "submissions.json").write_text(json.dumps([{"job_id": "local-5", "command": []}]))
     monkeypatch.chdir(tmp_path)
@@ -324,7 +324,7 @@ def test_status_and_cancel_without_slurm(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "running (STALE: no heartbeat for" in result.stdout  # last updated in 2025
     assert "- epoch 2, step 10/40, 123.4 img/s, ETA 01:02:05, restarts 1" in result.stdout
-    assert "val_psnr 21.5" in result.stdout and "checkpoints: step-00000008\n" in result.stdout
+    assert "val/demakeup/psnr 21.5" in result.stdout and "checkpoints: step-00000008\n" in result.stdout
     result = run_cli(["cancel", str(run_dir)])
     assert result.exit_code == 0 and (run_dir / "STOP").exists() and "checkpoint and stop" in result.stdout
     result = run_cli(["status", "nonsense"])

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from demakeup_dist.data.shards import write_shards
 from demakeup_dist.data.synth import synth_dataset
+from demakeup_dist.results import EpochRecord, RunResults
 from demakeup_dist.train.config import load_config
 from demakeup_dist.train.loop import NonFiniteLoss, train
 from demakeup_dist.weights import load_trained
@@ -74,8 +75,10 @@ def test_run_dir_contract(p4_run):
         assert (p4_run / name).is_file(), name
     records = [json.loads(line) for line in (p4_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
-    for key in ("step", "train_loss", "lr", "val_psnr", "val_ssim", "val_psnr_sr", "val_ssim_sr"):
-        assert all(np.isfinite(r[key]) for r in records), key
+    for record in map(EpochRecord.from_dict, records):
+        assert set(record.val.metrics) == set(record.val.baselines) == {"demakeup", "sr"}
+        values = [record.step, record.train_loss, record.lr, *record.val.flat("val").values()]
+        assert all(np.isfinite(values)), record
     assert all(0 < r["train_s"] < r["epoch_s"] for r in records)  # the epoch's wall time includes validation
     assert "data: decoded once and resident" in (p4_run / "train.log").read_text()  # auto on a tiny set
     assert sorted(p.name for p in (p4_run / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
@@ -83,9 +86,13 @@ def test_run_dir_contract(p4_run):
     panel = Image.open(next((p4_run / "samples").glob("*.png")))
     assert panel.size == (5 * SIZE, SIZE)  # input | target | prediction | HR crop | SR crop
     results = json.loads((p4_run / "results.json").read_text())
-    for key in ("psnr", "ssim", "identity_psnr", "identity_ssim", "psnr_sr", "bicubic_psnr_sr"):
-        assert np.isfinite(results[key]), key
-    assert json.loads((p4_run / "status.json").read_text())["status"] == "finished"
+    assert (results["model"], results["split"], results["baselines"]["sr"]["name"]) == ("p4", "test", "bicubic")
+    flat = RunResults.from_dict(results).flat()
+    for key in ("test/demakeup/psnr", "test/demakeup/ssim", "test/baseline/demakeup/psnr",
+                "test/baseline/demakeup/ssim", "test/sr/psnr", "test/baseline/sr/psnr"):
+        assert np.isfinite(flat[key]), key
+    status = json.loads((p4_run / "status.json").read_text())
+    assert status["status"] == "finished" and status["last_metrics"] == flat
     _, info = load_trained(p4_run / "best.safetensors")  # strict: every key matches
     assert (info.model, info.image_size, info.model_args["decoder_channels"]) == ("p4", SIZE, [256, 128, 64, 32, 16])
 
@@ -100,12 +107,12 @@ def test_wandb_offline_files(p4_run):
 
 def test_evaluate_cli_reproduces_best_val_psnr(p4_run, shards):
     records = [json.loads(line) for line in (p4_run / "metrics.jsonl").read_text().splitlines()]
-    best = max(records, key=lambda r: r["val_psnr"])
+    best = max(map(EpochRecord.from_dict, records), key=lambda r: r.val.psnr)
     out = run_cli(["evaluate", str(p4_run), "--shards", str(shards), "--split", "val"])
     assert out.returncode == 0, out.stderr
-    row = next(line for line in out.stdout.splitlines() if line.startswith("psnr "))
-    assert float(row.split()[1]) == pytest.approx(best["val_psnr"], abs=1e-3)
-    assert any(line.startswith("psnr_sr") and "bicubic" in line for line in out.stdout.splitlines())
+    rows = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines()[2:]}
+    assert float(rows["demakeup/psnr"][0]) == pytest.approx(best.val.psnr, abs=1e-3)
+    assert rows["sr/psnr"][2] == "bicubic" and rows["demakeup/psnr"][2] == "identity"
 
 
 def test_predict_cli_on_odd_rgba_and_gray_images(p4_run, tmp_path):
@@ -226,9 +233,9 @@ def test_two_process_ddp_p4_aggregates_metrics_exactly(shards, tmp_path):
                    "--batch-size", "4", "--nproc", "2", "--wandb", "disabled", "--num-workers", "0"])
     assert out.returncode == 0, out.stdout + out.stderr
     assert "on 2 process(es)" in (run_dir / "train.log").read_text()
-    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    record = EpochRecord.from_dict(json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0]))
     # The same weights evaluated by one process over the whole val split give the same means.
     single = run_cli(["evaluate", str(run_dir), "--shards", str(shards), "--split", "val"])
     rows = {line.split()[0]: float(line.split()[1]) for line in single.stdout.splitlines()[2:]}
-    assert rows["psnr"] == pytest.approx(record["val_psnr"], abs=1e-3)
-    assert rows["psnr_sr"] == pytest.approx(record["val_psnr_sr"], abs=1e-3)
+    assert rows["demakeup/psnr"] == pytest.approx(record.val.psnr, abs=1e-3)
+    assert rows["sr/psnr"] == pytest.approx(record.val.metrics["sr"].psnr, abs=1e-3)

@@ -85,22 +85,22 @@ def test_env_project_and_entity_group_tags_and_the_sync_command(tmp_path, monkey
 
 
 def test_experiment_runs_share_a_group_and_are_tagged(tmp_path, monkeypatch):
-    import demakeup_dist.demo as demo
+    import demakeup_dist.experiment as experiment
     import demakeup_dist.report as report
     from demakeup_dist.data.shards import FORMAT, FORMAT_VERSION, MANIFEST
 
     shards = tmp_path / "shards"
     shards.mkdir()
     (shards / MANIFEST).write_text(f'{{"format": "{FORMAT}", "format_version": {FORMAT_VERSION}}}')
-    monkeypatch.setattr(demo, "_train_here", lambda *args: None)
-    monkeypatch.setattr(demo, "write_report", lambda *args, **kwargs: "")
+    monkeypatch.setattr(experiment, "_train_here", lambda *args: None)
+    monkeypatch.setattr(experiment, "write_report", lambda *args, **kwargs: "")
     monkeypatch.setattr(report, "write_report", lambda *args, **kwargs: "")
     out = tmp_path / "exp"
-    demo.run_experiment(shards, out, models=("p1", "p3"), residual=True, sets={"weight_decay": 0.0})
+    experiment.run_experiment(shards, out, models=("p1", "p3"), residual=True, sets={"weight_decay": 0.0})
     configs = {m: yaml.safe_load((out / "configs" / f"{m}.yaml").read_text()) for m in ("p1", "p3")}
     assert configs["p1"]["wandb_group"] == configs["p3"]["wandb_group"] is not None
     assert [configs[m]["wandb_tags"] for m in ("p1", "p3")] == [["p1", "residual"], ["p3", "residual"]]
     assert configs["p1"]["weight_decay"] == 0.0
     group = configs["p1"]["wandb_group"]
-    demo.run_experiment(shards, out, models=("p2",))  # a rerun adds to the same group
+    experiment.run_experiment(shards, out, models=("p2",))  # a rerun adds to the same group
     assert yaml.safe_load((out / "configs" / "p2.yaml").read_text())["wandb_group"] == group

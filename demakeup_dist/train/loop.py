@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from demakeup_dist import atomic
 from demakeup_dist.data.feed import DataFeed
 from demakeup_dist.data.shardset import ShardSet
 from demakeup_dist.models import build_model, model_tasks
+from demakeup_dist.results import EpochRecord, Quality, RunResults
 from demakeup_dist.rundir import RunDir
 from demakeup_dist.train import checkpoint as ckpt
 from demakeup_dist.train.config import TrainConfig
@@ -142,7 +143,7 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     tracker = RunTracker(run, config, is_main, restarts)
     stop = StopRequest(run)
     meter = Throughput()
-    baselines: dict[str, float] = {}
+    val_baselines: dict[str, Quality] = {}
 
     def save(reason: str) -> None:
         mid_epoch = state.step_in_epoch > 0
@@ -219,19 +220,18 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
                 train_s = time.perf_counter() - epoch_start
                 with ema.swapped() if ema is not None else contextlib.nullcontext():
                     val, first = evaluate(eval_model, feed.eval("val"), tasks, device, reduce_sum,
-                                          accelerator.autocast, baselines=not baselines, input_dtype=input_dtype)
-                    improved = val["psnr"] > state.best_val_psnr  # the same on every rank (reduced)
+                                          accelerator.autocast, baselines=not val_baselines, input_dtype=input_dtype)
+                    improved = val.psnr > state.best_val_psnr  # the same on every rank (reduced)
                     best = _weights(accelerator, model) if improved else None
-                baselines = baselines or {k: v for k, v in val.items() if k.startswith(("identity", "bicubic"))}
-                # Wall seconds of this process's epoch (since its start or resume), training + validation.
-                record = {"epoch": epoch + 1, "step": state.global_step, "train_loss": train_loss,
-                          "lr": scheduler.get_last_lr()[0], "train_s": train_s,
-                          "epoch_s": time.perf_counter() - epoch_start,
-                          **{f"val_{k}": v for k, v in val.items() if not k.startswith(("identity", "bicubic"))},
-                          "val_identity_psnr": baselines["identity_psnr"]}  # the line a val-PSNR plot compares with
+                # The val baselines (the line a val-PSNR plot compares with) are measured once per process.
+                val_baselines = val_baselines or val.baselines
+                record = EpochRecord(epoch=epoch + 1, step=state.global_step, train_loss=train_loss,
+                                     lr=scheduler.get_last_lr()[0], train_s=train_s,
+                                     epoch_s=time.perf_counter() - epoch_start,
+                                     val=replace(val, baselines=val_baselines))
                 images = {}
                 if improved:
-                    state.best_val_psnr, state.best_epoch = record["val_psnr"], epoch + 1
+                    state.best_val_psnr, state.best_epoch = val.psnr, epoch + 1
                     if is_main:
                         save_weights(best, run.best_weights, describe(
                             config.model, config.model_args, image_size=shard_set.image_size, epoch=epoch + 1))
@@ -242,12 +242,9 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
                                 panel.save(tmp, format="PNG")
                             images["val"] = panel
                 tracker.log_eval(record, images)
-                log.info("epoch %d val PSNR %.3f dB SSIM %.4f%s (identity %.3f dB)%s; epoch %.1f s (train %.1f s)",
-                         epoch + 1, record["val_psnr"], record["val_ssim"],
-                         f" | SR PSNR {record['val_psnr_sr']:.3f} dB" if "val_psnr_sr" in record else "",
-                         baselines.get("identity_psnr", math.nan), " best" if improved else "", record["epoch_s"],
-                         record["train_s"])
-                status("running", last_metrics=record)
+                log.info("epoch %d val: %s%s; epoch %.1f s (train %.1f s)", epoch + 1, record.val,
+                         " best" if improved else "", record.epoch_s, record.train_s)
+                status("running", last_metrics=record.flat())
             save("epoch end")
 
     final = _weights(accelerator, model)
@@ -257,20 +254,20 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     accelerator.wait_for_everyone()
     results = evaluate_best(config, run, accelerator, feed.eval("test"), tasks, reduce_sum, state.best_epoch)
     feed.close()
-    status("finished", last_metrics=results)
+    status("finished", last_metrics=results.flat())
     tracker.finish(results)
-    return results
+    return results.to_dict()
 
 
-def evaluate_best(config, run: RunDir, accelerator, test_batches, tasks, reduce_sum, best_epoch) -> dict:
+def evaluate_best(config, run: RunDir, accelerator, test_batches, tasks, reduce_sum, best_epoch) -> RunResults:
     """Evaluate the best weights on the test split with a plain (unwrapped) copy of the network."""
     net, _ = load_trained(run.best_weights, config.model, accelerator.device)
-    metrics, _ = evaluate(net, test_batches, tasks, accelerator.device, reduce_sum, accelerator.autocast,
-                          baselines=True, flip_ensemble=config.flip_ensemble)
-    results = {"model": config.model, "split": "test", "best_epoch": best_epoch, **metrics}
+    test, _ = evaluate(net, test_batches, tasks, accelerator.device, reduce_sum, accelerator.autocast,
+                       baselines=True, flip_ensemble=config.flip_ensemble)
+    results = RunResults(config.model, "test", best_epoch, test)
     if accelerator.is_main_process:
-        run.write_results(results)
-        log.info("test (best weights): %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        run.write_results(results.to_dict())
+        log.info("test (best weights): %s", test)
     return results
 
 

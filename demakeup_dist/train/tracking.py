@@ -24,6 +24,7 @@ from demakeup_dist import atomic
 from demakeup_dist.rundir import RunDir
 
 if TYPE_CHECKING:
+    from demakeup_dist.results import EpochRecord, RunResults
     from demakeup_dist.train.config import TrainConfig
 
 log = logging.getLogger("demakeup")
@@ -103,18 +104,17 @@ class RunTracker:
         if self.wandb_run is not None:
             self.wandb_run.log({f"train/{k}": v for k, v in metrics.items()}, step=step)
 
-    def log_eval(self, record: dict[str, Any], images: dict[str, Any] | None = None) -> None:
+    def log_eval(self, record: EpochRecord, images: dict[str, Any] | None = None) -> None:
         if not self.is_main:
             return
-        self.run.append_metrics(record)
+        self.run.append_metrics(record.to_dict())
         if self.wandb_run is not None:
             import wandb
 
-            payload = {f"val/{k}": v for k, v in record.items() if k not in ("epoch", "step")}
-            payload["epoch"] = record["epoch"]
+            payload = {k: v for k, v in record.flat().items() if k != "step"}
             for name, image in (images or {}).items():
                 payload[f"samples/{name}"] = wandb.Image(image)
-            self.wandb_run.log(payload, step=record["step"])
+            self.wandb_run.log(payload, step=record.step)
 
     def update_status(self, **fields: Any) -> None:
         if not self.is_main:
@@ -123,10 +123,10 @@ class RunTracker:
                            host=socket.gethostname(), pid=os.getpid())
         self.run.write_status(self.status)
 
-    def finish(self, summary: dict[str, Any] | None = None) -> None:
+    def finish(self, results: RunResults | None = None) -> None:
         if self.wandb_run is not None:
-            if summary:
-                self.wandb_run.summary.update({f"test/{k}": v for k, v in summary.items()})
+            if results is not None:
+                self.wandb_run.summary.update(results.flat())
             offline, sync_dir = self.wandb_run.offline, self.wandb_run.sync_dir
             self.wandb_run.finish()
             self.wandb_run = None
