@@ -6,21 +6,15 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
 import typer
 
 from demakeup_dist.bench import WHATS
 from demakeup_dist.bench.variants import VARIANTS
-from demakeup_dist.choices import COMPILE_MODES, DATA_CACHES, DEVICES, PRECISIONS, parse_list
-from launcher.deprecated import renamed
+from demakeup_dist.choices import MODEL_NAMES, SIZE_MULTIPLE, parse_list
 from launcher.errors import user_errors
-from launcher.options import choice_enum, plain
-
-Device = choice_enum("Device", DEVICES)
-Precision = choice_enum("Precision", PRECISIONS)
-CompileMode = choice_enum("CompileMode", COMPILE_MODES)
-DataCache = choice_enum("DataCache", DATA_CACHES)
+from launcher.options import MODELS_HELP, CompileMode, DataCache, Device, Precision, plain, renamed
 
 HELP = (
     "Time the train step of the networks and compare it with a straightforward PyTorch version of "
@@ -43,48 +37,41 @@ VARIANTS_HELP = (f"Comma separated, any of {', '.join(VARIANTS)} (demakeup_dist/
 
 
 def bench(
-    what: Annotated[str, typer.Argument(help=f"{', '.join(WHATS)} (see above).")] = "all",
-    models: Annotated[str, typer.Option(help="Networks, comma separated (the reference exists for p3, p4).")
-                      ] = "p3,p4",
-    variants: Annotated[str, typer.Option(help=VARIANTS_HELP)] = "reference,ours",
-    device: Annotated[Device, typer.Option(help="auto: cuda when available.")] = "auto",
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.", show_default="64 cuda, 2 cpu")] = None,
-    size: Annotated[Optional[int], typer.Option(help="Input side (multiple of 32); SR targets are 4x.",
-                                                show_default="224 cuda, 64 cpu")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Timed steps per case.", show_default="20 cuda, 3 cpu")] = None,
-    warmup: Annotated[Optional[int], typer.Option(help="Untimed steps first (torch.compile compiles here).",
-                                                  show_default="5 cuda, 1 cpu")] = None,
-    precision: Annotated[Precision, typer.Option(help="As `demakeup train --precision`; auto = bf16 (autocast) "
-                                                      "on CUDA, fp32 on CPU.")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the step's module.")
-                       ] = False,
-    compile_mode: Annotated[CompileMode, typer.Option(help="torch.compile mode (as `demakeup train --compile-mode`).")
-                            ] = "default",
-    data_cache: Annotated[DataCache, typer.Option(help="Data path of the shards feed (as `demakeup train "
-                                                       "--data-cache`; off: stream from the shards).")] = "auto",
-    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing/--no-grad-checkpointing",
-                                                     help="Build our networks with grad_checkpointing=True.")
-                                  ] = False,
-    cudnn_benchmark: Annotated[bool, typer.Option("--cudnn-benchmark/--no-cudnn-benchmark",
-                                                  help="Let cuDNN time its kernels for these shapes.")] = True,
-    shards: Annotated[Optional[Path], typer.Option(help="Shard folder for data / all (default: synthesise one).")
-                      ] = None,
-    shard_samples: Annotated[Optional[int], typer.Option(help="Triplets to synthesise when --shards is not given.",
-                                                         show_default="batch x min(warmup + steps, 5)")] = None,
-    num_workers: Annotated[int, typer.Option(help="Loader worker processes for the shards feed.")] = 2,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results to this JSON file.")
-                         ] = None,
-    gate: Annotated[Optional[Path], typer.Option(help="Shared folder of benchmark processes run at the same time "
-                                                      "on one GPU (scripts/gpu_bench.sh): they compile together, "
-                                                      "then time one at a time.")] = None,
-    gate_parties: Annotated[int, typer.Option(help="Number of processes sharing --gate.")] = 1,
-    gate_timeout: Annotated[float, typer.Option(help="Seconds to wait for the other --gate processes.")] = 300.0,
-    merge: Annotated[Optional[Path], typer.Option(help="Time nothing: read the --json files in this folder (runs "
-                                                       "made side by side, e.g. with --gate) and print them as one "
-                                                       "table, ratios across them; --json writes the merge.")
-                     ] = None,
-    batch: Annotated[Optional[int], typer.Option(hidden=True)] = None,
-    model: Annotated[Optional[str], typer.Option(hidden=True)] = None,
+    what: str = typer.Argument("all", help=f"{', '.join(WHATS)} (see above)."),
+    models: str = typer.Option("p3,p4", help=MODELS_HELP + " The reference exists for p3, p4."),
+    variants: str = typer.Option("reference,ours", help=VARIANTS_HELP),
+    device: Device = typer.Option("auto", help="auto: cuda when available."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per step.", show_default="64 cuda, 2 cpu"),
+    size: Optional[int] = typer.Option(None, help=f"Input side (multiple of {SIZE_MULTIPLE}); SR targets are 4x.",
+                                       show_default="224 cuda, 64 cpu"),
+    steps: Optional[int] = typer.Option(None, help="Timed steps per case.", show_default="20 cuda, 3 cpu"),
+    warmup: Optional[int] = typer.Option(None, help="Untimed steps first (torch.compile compiles here).",
+                                         show_default="5 cuda, 1 cpu"),
+    precision: Precision = typer.Option("auto", help="As `demakeup train --precision`; auto = bf16 (autocast) on "
+                                                     "CUDA, fp32 on CPU."),
+    compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the step's module."),
+    compile_mode: CompileMode = typer.Option("default", help="torch.compile mode (as `demakeup train --compile-mode`)."),
+    data_cache: DataCache = typer.Option("auto", help="Data path of the shards feed (as `demakeup train --data-cache`; "
+                                                      "off: stream from the shards)."),
+    grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing/--no-grad-checkpointing",
+                                            help="Build our networks with grad_checkpointing=True."),
+    cudnn_benchmark: bool = typer.Option(True, "--cudnn-benchmark/--no-cudnn-benchmark",
+                                         help="Let cuDNN time its kernels for these shapes."),
+    shards: Optional[Path] = typer.Option(None, help="Shard folder for data / all (default: synthesise one)."),
+    shard_samples: Optional[int] = typer.Option(None, help="Triplets to synthesise when --shards is not given.",
+                                                show_default="batch x min(warmup + steps, 5)"),
+    num_workers: int = typer.Option(2, help="Loader worker processes for the shards feed."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+    gate: Optional[Path] = typer.Option(None, help="Shared folder of benchmark processes run at the same time on one "
+                                                   "GPU (scripts/gpu_bench.sh): they compile together, then time one "
+                                                   "at a time."),
+    gate_parties: int = typer.Option(1, help="Number of processes sharing --gate."),
+    gate_timeout: float = typer.Option(300.0, help="Seconds to wait for the other --gate processes."),
+    merge: Optional[Path] = typer.Option(None, help="Time nothing: read the --json files in this folder (runs made "
+                                                    "side by side, e.g. with --gate) and print them as one table, "
+                                                    "ratios across them; --json writes the merge."),
+    batch: Optional[int] = typer.Option(None, hidden=True),
+    model: Optional[str] = typer.Option(None, hidden=True),
 ) -> None:
     """Time train steps (help text above)."""
     with user_errors():
@@ -98,7 +85,6 @@ def bench(
         from demakeup_dist.bench.config import BenchConfig
         from demakeup_dist.bench.gate import Gate
         from demakeup_dist.bench.run import run_bench
-        from demakeup_dist.models import MODEL_NAMES
 
         config = BenchConfig.for_device(
             plain(device), batch=renamed("--batch", "--batch-size", batch, batch_size), size=size, steps=steps,

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Optional
 
 import typer
 
 from demakeup_dist.choices import SIZE_MULTIPLE
-from launcher.deprecated import renamed
 from launcher.errors import UserError, user_errors
+from launcher.options import choice_enum, plain, renamed
 
-DTYPES = ("bfloat16", "float32")
+Dtype = choice_enum("Dtype", ("bfloat16", "float32"))
 GIB = 1024**3
 HELP = (
     "Print each network's parameters, GFLOPs per image and activation memory.\n\n"
@@ -28,26 +28,15 @@ def _format_bytes(n: int) -> str:
     return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 2**20:.0f} MiB"
 
 
-def _format_table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def models(
-    size: Annotated[int, typer.Option(help=f"Input side in pixels (a multiple of {SIZE_MULTIPLE}).")] = 224,
-    batch_size: Annotated[int, typer.Option(help="Batch size for the activation-memory columns.")] = 64,
-    dtype: Annotated[
-        str, typer.Option(help=f"Activation dtype for the memory columns: {' or '.join(DTYPES)} (bf16 = autocast).")
-    ] = "bfloat16",
-    batch: Annotated[Optional[int], typer.Option(hidden=True)] = None,
+    size: int = typer.Option(224, help=f"Input side in pixels (a multiple of {SIZE_MULTIPLE})."),
+    batch_size: int = typer.Option(64, help="Batch size for the activation-memory columns."),
+    dtype: Dtype = typer.Option("bfloat16", help="Activation dtype for the memory columns (bfloat16 = autocast)."),
+    batch: Optional[int] = typer.Option(None, hidden=True),
 ) -> None:
     """Print each network's parameters, GFLOPs per image and activation memory (see HELP)."""
     with user_errors():
-        batch_size = renamed("--batch", "--batch-size", batch, batch_size)
-        if dtype not in DTYPES:
-            raise UserError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
+        batch_size, dtype = renamed("--batch", "--batch-size", batch, batch_size), plain(dtype)
         if size < SIZE_MULTIPLE or size % SIZE_MULTIPLE:
             raise UserError(f"--size {size}: the networks take sides that are multiples of {SIZE_MULTIPLE} "
                             "(e.g. 224)")
@@ -56,6 +45,7 @@ def models(
         import torch
 
         from demakeup_dist.models import MODEL_NAMES, MODELS
+        from demakeup_dist.text import table
         from demakeup_dist.models.profile import profile_model
 
         rows = []
@@ -77,7 +67,7 @@ def models(
         f"act. mem @{batch_size}", "ckpt",
     ]
     typer.echo(f"input {size}x{size}; GFLOPs per image; activation memory at batch {batch_size}, {dtype}\n")
-    typer.echo(_format_table(rows, header))
+    typer.echo(table(header, rows))
 
 
 def register(app: typer.Typer) -> None:

@@ -5,9 +5,13 @@ in --help; commands hand the library `plain(value)`."""
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeVar
+
+import typer
 
 from demakeup_dist import choices
+
+T = TypeVar("T")
 
 
 def choice_enum(name: str, values: Iterable[Any]) -> type[Enum]:
@@ -34,6 +38,15 @@ ALL_MODELS = ",".join(choices.MODEL_NAMES)
 MODELS_HELP = f"Comma-separated networks, any of {ALL_MODELS}."
 RESUME_HELP = ("auto: continue the run dir's newest checkpoint if there is one, else start; latest: continue it "
                "(it must exist)")
+
+
+def renamed(old: str, new: str, old_value: T | None, new_value: T) -> T:
+    """`new_value`, unless the renamed option `old` (kept as a hidden option) was given: then its value, with
+    one line on stderr saying what to write instead."""
+    if old_value is None:
+        return new_value
+    typer.secho(f"warning: {old} is deprecated: use {new}", err=True, fg=typer.colors.YELLOW)
+    return old_value
 
 
 def models_list(text: str) -> tuple[str, ...]:

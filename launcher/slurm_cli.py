@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from launcher.errors import UserError, user_errors
-from launcher.options import RESUME_HELP, Model, Precision, Strategy, ZeroStage, plain
+from launcher.options import RESUME_HELP, Model, Precision, Strategy, ZeroStage, plain, renamed
 
 
 def submit(
@@ -100,8 +100,7 @@ def _resume_target(run_dir: Path | None, resume: str | None) -> tuple[Path | Non
         return run_dir, resume
     if not Path(resume).is_dir():
         raise UserError(f"--resume {resume!r}: use {' or '.join(RESUME_MODES)} with --run-dir RUN_DIR")
-    typer.secho(f"warning: --resume RUN_DIR is deprecated: use --run-dir {resume} --resume auto", err=True,
-                fg=typer.colors.YELLOW)
+    renamed("--resume RUN_DIR", f"--run-dir {resume} --resume auto", resume, None)
     if run_dir is not None and run_dir.resolve() != Path(resume).resolve():
         raise UserError("--resume RUN_DIR and --run-dir name different run dirs: keep --run-dir only")
     return Path(resume), "auto"
@@ -111,7 +110,7 @@ def status(
     target: Optional[str] = typer.Argument(None, metavar="[RUN_DIR|JOB_ID]", help="Default: the newest run in runs/."),
 ) -> None:
     """Where a run stands: Slurm state, epoch/step, last metrics, img/s, ETA, checkpoints, restarts."""
-    from demakeup_dist.launch.status import run_report, stale_heartbeat
+    from demakeup_dist.launch.status import epoch_pace, run_report, stale_heartbeat
 
     with user_errors():
         report = run_report(target)
@@ -140,6 +139,8 @@ def status(
             typer.echo("metrics:  " + ", ".join(f"{k} {_num(v)}" for k, v in metrics.items()))
         if isinstance(st.get("best_val_psnr"), float) and math.isfinite(st["best_val_psnr"]):  # -inf before any eval
             typer.echo(f"best val PSNR: {_num(st['best_val_psnr'])}")
+    if pace := epoch_pace(report.epoch_seconds, report.epochs):
+        typer.echo(f"epoch time: {pace}")
     typer.echo(f"checkpoints: {', '.join(report.checkpoints) if report.checkpoints else 'none'}")
     if report.log is not None:
         typer.echo(f"log:      {report.log}")

@@ -5,7 +5,7 @@
 # `demakeup bench` of the same step for comparison. From the repo root, about 8 minutes on an H200:
 #   OUT=/path/to/results bash scripts/gpu_train.sh [EPOCHS]
 #   OUT=/tmp/x TRAIN=16 VAL=4 TEST=4 SIZE=32 BATCH=4 COMPILE=--no-compile bash scripts/gpu_train.sh 2   # CPU check
-# Writes $OUT/summary.txt (img/s, data-wait, epoch seconds, the projected 300-epoch time) and logs.
+# Writes $OUT/summary.txt (img/s, epoch seconds, the projected 300-epoch time) and the run dirs.
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder for the results}; mkdir -p "$OUT"
 EPOCHS=${1:-3}
@@ -25,15 +25,11 @@ run() {  # name, extra train options
     stamp "train $name: $*"
     timeout 300 $D train "$@" --shards "$W/shards" --run-dir "$W/$name" --wandb disabled --batch-size "$BATCH" $COMPILE \
         > "$W/$name.log" 2>&1; echo "rc=$?" | tee -a "$OUT/summary.txt"
-    grep -E "data: |img/s|epoch [0-9]+ val|test \(best" "$W/$name/train.log" | tail -n 8 | tee -a "$OUT/summary.txt"
-    python3 - "$W/$name/metrics.jsonl" <<'PY' | tee -a "$OUT/summary.txt"
-import json, statistics, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-later = [r["epoch_s"] for r in rows[1:]] or [rows[0]["epoch_s"]]  # epoch 1 includes compiling
-print(f"epoch seconds {[round(r['epoch_s'], 1) for r in rows]}; 300 epochs projected "
-      f"{300 * statistics.mean(later) / 60:.1f} min (from epochs 2..{len(rows)})")
-PY
-    cp "$W/$name/train.log" "$OUT/$name.train.log" 2>/dev/null
+    $D status "$W/$name" | tee -a "$OUT/status-$name.txt"  # img/s, test metrics, epoch time
+    grep -E "^(training|metrics|epoch time):" "$OUT/status-$name.txt" >> "$OUT/summary.txt"
+    sed -n 's/^epoch time: \([0-9.]*\) s.*/\1/p' "$OUT/status-$name.txt" \
+        | awk '{printf "the brief'"'"'s 300 epochs at this pace: %.1f min\n", 300 * $1 / 60}' | tee -a "$OUT/summary.txt"
+    cp -r "$W/$name" "$OUT/$name" 2>/dev/null  # the run dir: its log says which data path was taken
 }
 run p4 p4 --epochs "$EPOCHS" --grad-checkpointing
 run p3 p3 --epochs "$EPOCHS"

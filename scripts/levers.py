@@ -23,6 +23,7 @@ import yaml
 
 from demakeup_dist.models import model_tasks
 from demakeup_dist.results import Evaluation, RunResults
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.seeds import difference, spread
 
 
@@ -52,7 +53,7 @@ def train_one(model: str, overrides: dict, seed: int, shards: Path, run_dir: Pat
     if results.get("status") == "preempted":
         raise SystemExit(f"{run_dir}: stopped before the end; rerun the same command to resume it")
     if results.get("status") == "finished":  # trained by an earlier call
-        results = json.loads((run_dir / "results.json").read_text())
+        results = RunDir(run_dir).read_results()
     net, _ = load_trained(run_dir, model)
     batches = eval_batches(shards, "test", batch_size=16, with_hr="sr" in model_tasks(model), num_workers=0)
     flip, _ = evaluate(net, batches, model_tasks(model), torch.device("cpu"), lambda t: t, flip_ensemble=True)

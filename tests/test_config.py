@@ -7,6 +7,7 @@ import sys
 import pytest
 import yaml
 
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.config import TrainConfig, load_config, parse_sets
 from demakeup_dist.weights import read_info
 
@@ -90,9 +91,9 @@ def test_train_cli_set_is_recorded_and_builds_that_network(tiny_shards, tmp_path
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "Setting accelerator to CPU" not in done.stdout + done.stderr  # DeepSpeed is imported for --strategy deepspeed only
-    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    recorded = yaml.safe_load(RunDir(run).config_file.read_text())
     assert recorded["model_args"] == {"base_channels": 4, "residual": True} and recorded["weight_decay"] == 0.0
-    assert read_info(run / "best.safetensors").model_args["residual"] is True
+    assert read_info(RunDir(run).best_weights).model_args["residual"] is True
     bad = subprocess.run(cmd[:-2] + ["--set", "model_args.residul=true", "--run-dir", str(tmp_path / "r2")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert bad.returncode == 2 and "p1 has no option(s) residul" in bad.stderr

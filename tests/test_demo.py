@@ -23,6 +23,7 @@ from demakeup_dist.launch.submit import Submission
 from demakeup_dist.pictures import LABEL_HEIGHT
 from demakeup_dist.report import write_report
 from demakeup_dist.results import EpochRecord, Evaluation, Quality, RunResults
+from demakeup_dist.rundir import RunDir
 from launcher.main import app
 
 TINY = DemoScale(size=32, train=8, val=4, test=4, epochs=1, batch_size=4, lr=2e-3, num_workers=0)
@@ -87,9 +88,9 @@ def test_report_only_cli_rebuilds_the_same_table(demo_out):
 
 def test_experiment_skips_finished_runs_and_refuses_other_shards(demo_out, tmp_path):
     out, _ = demo_out
-    before = (out / "runs" / "p2" / "best.safetensors").stat().st_mtime_ns
+    before = RunDir(out / "runs" / "p2").best_weights.stat().st_mtime_ns
     text = exp.run_experiment(out / "shards", out, models=("p2",), overrides=TINY.overrides())
-    assert (out / "runs" / "p2" / "best.safetensors").stat().st_mtime_ns == before
+    assert RunDir(out / "runs" / "p2").best_weights.stat().st_mtime_ns == before
     assert [n.split(":")[0] for n in table_rows(text)] == ["identity (output = input)", "p2"]
     other = shutil.copytree(out / "shards", tmp_path / "other-shards")
     with pytest.raises(ValueError, match="holds runs trained on .* choose another --out"):
@@ -106,15 +107,15 @@ def fake_run(out: Path, model: str, psnr: float, ssim: float, sr: tuple[float, .
     if sr:
         metrics["sr"], baselines["sr"] = Quality(*sr[:2]), Quality(*sr[2:])
     results = RunResults(model, "test", 2, Evaluation(metrics, baselines))
-    (run / "status.json").write_text(json.dumps({"status": status, "img_per_s": 12.5}))
-    (run / "results.json").write_text(json.dumps(results.to_dict()))
-    (run / "config.yaml").write_text(yaml.safe_dump({"model": model, "epochs": 300, "batch_size": 64, "lr": 0.01,
+    RunDir(run).status_file.write_text(json.dumps({"status": status, "img_per_s": 12.5}))
+    RunDir(run).results_file.write_text(json.dumps(results.to_dict()))
+    RunDir(run).config_file.write_text(yaml.safe_dump({"model": model, "epochs": 300, "batch_size": 64, "lr": 0.01,
                                                               "seed": seed}))
     curve = [EpochRecord(e, 10 * e, 0.1, 0.01, 1.0, 1.5, Evaluation({"demakeup": Quality(v, 0.8)},
                                                                     {"demakeup": Quality(21.0, 0.7)}))
              for e, v in ((1, 20.0), (2, 22.5), (3, 22.0))]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in curve))
-    save_file({"w": torch.zeros(params, dtype=torch.uint8)}, str(run / "best.safetensors"))
+    RunDir(run).metrics_file.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in curve))
+    save_file({"w": torch.zeros(params, dtype=torch.uint8)}, str(RunDir(run).best_weights))
     return run
 
 
@@ -163,7 +164,7 @@ def test_report_with_seeds_gives_spreads_and_answers_only_beyond_the_noise(tmp_p
     assert "3 seeds per network" in report and "- seeds: p1 25, 26, 27" in report
     plot = Image.open(tmp_path / "val_psnr.png")
     assert plot.size == (640, 400) and "![val PSNR per epoch](val_psnr.png)" in report
-    (tmp_path / "runs" / "p3-s3" / "status.json").write_text(json.dumps({"status": "running"}))
+    RunDir(tmp_path / "runs" / "p3-s3").write_status({"status": "running"})
     with pytest.raises(ValueError, match=r"p3 run in .*p3-s3 is not finished"):
         write_report(tmp_path, ("p1", "p3"))
 
@@ -221,7 +222,7 @@ def test_experiment_on_slurm_submits_one_job_per_model_and_waits(demo_out, tmp_p
         submitted.append(opts)
         if job_finishes:  # the "job" leaves a finished run dir behind
             shutil.copytree(out / "runs" / opts.model, opts.run_dir)
-        return Submission("42", opts.run_dir, opts.run_dir / "slurm-42.out", opts.run_dir / "job.sbatch", None)
+        return Submission("42", opts.run_dir, opts.run_dir / "slurm-42.out", RunDir(opts.run_dir).job_script, None)
 
     monkeypatch.setattr("demakeup_dist.launch.submit.submit", fake_submit)
     monkeypatch.setattr("demakeup_dist.launch.status.job_state", lambda job_id: JobState(job_id, "FAILED"))
@@ -246,5 +247,5 @@ def test_demo_trains_the_residual_networks_and_says_so(demo_out):
 
     out, _ = demo_out
     for model in ("p1", "p2", "p3", "p4"):
-        assert config_from_file(out / "runs" / model / "config.yaml").model_args.get("residual") is True, model
+        assert config_from_file(out / "runs" / RunDir(model).config_file).model_args.get("residual") is True, model
     assert "residual: true" in (out / "report.md").read_text()

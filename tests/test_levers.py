@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from demakeup_dist.data.shards import write_shards
 from demakeup_dist.data.synth import synth_dataset
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.seeds import difference, spread
 from demakeup_dist.train.config import TrainConfig, load_config
 from demakeup_dist.train.ema import WeightEMA
@@ -112,24 +113,24 @@ def test_ema_is_checkpointed_resumed_exactly_and_saved_as_best(shards, tmp_path,
     results = train(config, shards, reference)
     # best.safetensors holds the EMA of the best epoch's checkpoint, not the raw weights.
     step = {1: 2, 2: 4, 3: 6}[results["best_epoch"]]
-    _, saved = ema_of(reference / "checkpoints" / f"step-{step:08d}")
-    best = load_file(str(reference / "best.safetensors"))
+    _, saved = ema_of(RunDir(reference).checkpoints_dir / f"step-{step:08d}")
+    best = load_file(str(RunDir(reference).best_weights))
     assert all(torch.equal(best[k], saved[k]) for k in best)
-    raw = plain_state_dict(load_file(str(reference / "checkpoints" / f"step-{step:08d}" / "model.safetensors")))
+    raw = plain_state_dict(load_file(str(RunDir(reference).checkpoint(step) / "model.safetensors")))
     assert any(not torch.equal(best[k], raw[k]) for k in best)
     # Resume from the end of epoch 1 in a fresh run dir: the same raw weights and the same EMA at the end.
     resumed = tmp_path / "resumed"
-    (resumed / "checkpoints").mkdir(parents=True)
-    shutil.copytree(reference / "checkpoints" / "step-00000002", resumed / "checkpoints" / "step-00000002")
-    shutil.copy(reference / "config.yaml", resumed / "config.yaml")
+    RunDir(resumed).checkpoints_dir.mkdir(parents=True)
+    shutil.copytree(RunDir(reference).checkpoint(2), RunDir(resumed).checkpoint(2))
+    shutil.copy(RunDir(reference).config_file, RunDir(resumed).config_file)
     train(config, shards, resumed, resume="latest")
-    a, b = load_file(str(reference / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    a, b = load_file(str(RunDir(reference).final_weights)), load_file(str(RunDir(resumed).final_weights))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    (updates_a, last_a), (updates_b, last_b) = (ema_of(run / "checkpoints" / "step-00000006")
+    (updates_a, last_a), (updates_b, last_b) = (ema_of(RunDir(run).checkpoint(6))
                                                 for run in (reference, resumed))
     assert updates_a == updates_b == 6
     assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
-    assert not list((resumed / "checkpoints" / "step-00000006").glob("custom_checkpoint_*"))  # no pickled objects
+    assert not list((RunDir(resumed).checkpoint(6)).glob("custom_checkpoint_*"))  # no pickled objects
 
 
 @pytest.mark.parametrize("model", ["p1", "p2", "p3", "p4"])

@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 from demakeup_dist.launch import render as R
 from demakeup_dist.launch.render import JobOptions, fill_template, plan_layout, render, sbatch_quote
+from demakeup_dist.rundir import RunDir
+from demakeup_dist.train.config import TrainConfig
 from launcher.main import app
 
 # Run in a folder of its own, the commands in here would create the files BT and pwned there.
@@ -30,7 +32,7 @@ def opts(tmp_path: Path, **kw) -> JobOptions:
 
 
 def bash_n(script: str, tmp_path: Path) -> None:
-    path = tmp_path / "job.sbatch"
+    path = RunDir(tmp_path).job_script
     path.write_text(script)
     result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -186,9 +188,9 @@ def test_nasty_paths_are_data_not_code(tmp_path):
                          train_args=("--epochs", "$(touch pwned)")))
     bash_n(script, tmp_path)
     run_dir.mkdir()
-    (tmp_path / "job.sbatch").write_text(script)
+    RunDir(tmp_path).job_script.write_text(script)
     env = {**os.environ, "DEMAKEUP_LOCAL": "1", "SLURM_JOB_ID": "77", "SLURM_JOB_NODELIST": "here"}
-    result = subprocess.run(["bash", str(tmp_path / "job.sbatch")], cwd=tmp_path, env=env,
+    result = subprocess.run(["bash", str(RunDir(tmp_path).job_script)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not marker.exists() and not (tmp_path / "BT").exists()
@@ -258,9 +260,9 @@ def test_submit_saves_script_and_command_not_secrets(tmp_path, shards, monkeypat
     result = run_cli(args, f"{bin_dir}:{os.environ['PATH']}", WANDB_API_KEY="secret-key-123")
     assert result.exit_code == 0, result.output
     assert "job id:  4242" in result.stdout and f"log:     {run_dir}/slurm-4242.out" in result.stdout
-    script = run_dir / "job.sbatch"
+    script = RunDir(run_dir).job_script
     assert (tmp_path / "sbatch.args").read_text().split() == ["--parsable", str(script)]
-    record = json.loads((run_dir / "submissions.json").read_text())
+    record = json.loads(RunDir(run_dir).submissions_file.read_text())
     assert record[0]["job_id"] == "4242" and record[0]["command"] == ["demakeup", *args]
     for path in run_dir.iterdir():
         assert "secret-key-123" not in path.read_text()
@@ -300,9 +302,9 @@ def test_input_errors(tmp_path, shards, setup, message):
         (shards / "manifest.json").unlink()
     elif setup == "other-model":
         run_dir.mkdir()
-        (run_dir / "config.yaml").write_text("model: p1\n")
+        RunDir(run_dir).config_file.write_text("model: p1\n")
     elif setup == "has-checkpoint":
-        (run_dir / "checkpoints" / "step-00000004").mkdir(parents=True)
+        (RunDir(run_dir).checkpoint(4)).mkdir(parents=True)
     else:
         args += ["--resume", "latest"]
     result = run_cli(args, f"{bin_dir}:{os.environ['PATH']}")
@@ -312,21 +314,26 @@ def test_input_errors(tmp_path, shards, setup, message):
 
 def test_status_and_cancel_without_slurm(tmp_path, monkeypatch):
     run_dir = tmp_path / "runs" / "p3-x"
-    (run_dir / "checkpoints" / "step-00000008").mkdir(parents=True)
-    (run_dir / "checkpoints" / "step-00000012.tmp").mkdir()
-    (run_dir / "status.json").write_text(json.dumps({
+    (RunDir(run_dir).checkpoint(8)).mkdir(parents=True)
+    (RunDir(run_dir).checkpoints_dir / "step-00000012.tmp").mkdir()
+    RunDir(run_dir).status_file.write_text(json.dumps({
         "status": "running", "model": "p3", "epoch": 2, "step": 10, "total_steps": 40, "img_per_s": 123.4,
         "eta_s": 3725, "last_metrics": {"val/demakeup/psnr": 21.5, "train_loss": 0.25}, "best_val_psnr": 21.5,
         "updated": "2025-01-01T00:00:00", "restarts": 1}))
-    (run_dir / "submissions.json").write_text(json.dumps([{"job_id": "local-5", "command": []}]))
+    RunDir(run_dir).submissions_file.write_text(json.dumps([{"job_id": "local-5", "command": []}]))
+    for epoch, seconds in enumerate([40.0, 12.0, 14.0], start=1):
+        RunDir(run_dir).append_metrics({"epoch": epoch, "step": 4 * epoch, "epoch_s": seconds})
+    RunDir(run_dir).write_config(TrainConfig(model="p3", epochs=300))
     monkeypatch.chdir(tmp_path)
     result = run_cli(["status"])  # the newest run under ./runs
     assert result.exit_code == 0, result.output
     assert "running (STALE: no heartbeat for" in result.stdout  # last updated in 2025
     assert "- epoch 2, step 10/40, 123.4 img/s, ETA 01:02:05, restarts 1" in result.stdout
     assert "val/demakeup/psnr 21.5" in result.stdout and "checkpoints: step-00000008\n" in result.stdout
+    assert "epoch time: 13.0 s per epoch (epochs 2..3; epoch 1: 40.0 s with start-up); 300 epochs at this pace: " \
+           "1:05:00" in result.stdout
     result = run_cli(["cancel", str(run_dir)])
-    assert result.exit_code == 0 and (run_dir / "STOP").exists() and "checkpoint and stop" in result.stdout
+    assert result.exit_code == 0 and RunDir(run_dir).stop_file.exists() and "checkpoint and stop" in result.stdout
     result = run_cli(["status", "nonsense"])
     assert result.exit_code == 2 and "neither a run dir nor a Slurm job id" in result.stderr
 
@@ -339,7 +346,7 @@ def test_status_and_cancel_without_slurm(tmp_path, monkeypatch):
 def test_cancel_slurm_job(tmp_path, monkeypatch, state, now, scancel_args, message):
     run_dir = tmp_path / "runs" / "p3-x"
     run_dir.mkdir(parents=True)
-    (run_dir / "submissions.json").write_text(json.dumps([{"job_id": "31", "command": []}]))
+    RunDir(run_dir).submissions_file.write_text(json.dumps([{"job_id": "31", "command": []}]))
     bin_dir = fake_sbatch(tmp_path, "exit 1")
     for name, body in (("scontrol", f'echo "JobId=31 JobState={state} Reason=None Restarts=0"'),
                        ("scancel", f'echo "$@" > {tmp_path}/scancel.args')):
@@ -348,7 +355,7 @@ def test_cancel_slurm_job(tmp_path, monkeypatch, state, now, scancel_args, messa
     monkeypatch.chdir(tmp_path)
     result = run_cli(["cancel", "31", *(["--now"] if now else [])], f"{bin_dir}:{os.environ['PATH']}")
     assert result.exit_code == 0, result.output
-    assert message in result.stdout and not (run_dir / "STOP").exists()
+    assert message in result.stdout and not RunDir(run_dir).stop_file.exists()
     args = tmp_path / "scancel.args"
     assert (args.read_text().strip() if args.exists() else None) == scancel_args
 
@@ -356,14 +363,14 @@ def test_cancel_slurm_job(tmp_path, monkeypatch, state, now, scancel_args, messa
 def test_cancel_ended_slurm_job_does_nothing_and_says_so(tmp_path, monkeypatch):
     run_dir = tmp_path / "runs" / "p3-x"
     run_dir.mkdir(parents=True)
-    (run_dir / "submissions.json").write_text(json.dumps([{"job_id": "31", "command": []}]))
+    RunDir(run_dir).submissions_file.write_text(json.dumps([{"job_id": "31", "command": []}]))
     bin_dir = fake_sbatch(tmp_path, "exit 1")
     (bin_dir / "scontrol").write_text('#!/bin/sh\necho "JobId=31 JobState=COMPLETED Reason=None Restarts=0"\n')
     (bin_dir / "scontrol").chmod(0o755)
     monkeypatch.chdir(tmp_path)
     result = run_cli(["cancel", "31"], f"{bin_dir}:{os.environ['PATH']}")
     assert result.exit_code == 2 and "has already ended (COMPLETED); nothing to stop" in result.stderr
-    assert not (run_dir / "STOP").exists()
+    assert not RunDir(run_dir).stop_file.exists()
 
 
 @pytest.mark.parametrize("status", ["finished", "failed", None])
@@ -371,10 +378,10 @@ def test_cancel_run_that_is_not_running_leaves_no_stop_file(tmp_path, status):
     run_dir = tmp_path / "p3-x"
     run_dir.mkdir()
     if status:
-        (run_dir / "status.json").write_text(json.dumps({"status": status}))
+        RunDir(run_dir).status_file.write_text(json.dumps({"status": status}))
     result = run_cli(["cancel", str(run_dir)])
     assert result.exit_code == 2 and f"is not running ({status or 'not started'}); nothing to stop" in result.stderr
-    assert list(run_dir.iterdir()) == ([run_dir / "status.json"] if status else [])
+    assert list(run_dir.iterdir()) == ([RunDir(run_dir).status_file] if status else [])
 
 
 def test_status_of_unknown_job_fails(tmp_path, monkeypatch):
@@ -411,7 +418,7 @@ def test_dry_run_accepts_valid_training_options(tmp_path, shards):
 
 def test_deprecated_resume_run_dir_still_continues_the_run(tmp_path, shards):
     run_dir = tmp_path / "run"
-    (run_dir / "checkpoints" / "step-00000004").mkdir(parents=True)
+    (RunDir(run_dir).checkpoint(4)).mkdir(parents=True)
     args = ["submit", "p3", "--gpus", "0", "--shards", str(shards), "--dry-run"]
     old = run_cli([*args, "--resume", str(run_dir)], os.environ["PATH"])
     new = run_cli([*args, "--run-dir", str(run_dir), "--resume", "latest"], os.environ["PATH"])

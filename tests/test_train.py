@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from demakeup_dist.data.shards import write_shards
 from demakeup_dist.data.synth import synth_dataset
 from demakeup_dist.results import EpochRecord, RunResults
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.config import load_config
 from demakeup_dist.train.loop import NonFiniteLoss, train
 from demakeup_dist.weights import load_trained
@@ -73,32 +74,32 @@ def test_run_dir_contract(p4_run):
     for name in ("config.yaml", "metrics.jsonl", "best.safetensors", "model.safetensors", "results.json",
                  "status.json", "train.log", "wandb_id.txt"):
         assert (p4_run / name).is_file(), name
-    records = [json.loads(line) for line in (p4_run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in RunDir(p4_run).metrics_file.read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     for record in map(EpochRecord.from_dict, records):
         assert set(record.val.metrics) == set(record.val.baselines) == {"demakeup", "sr"}
         values = [record.step, record.train_loss, record.lr, *record.val.flat("val").values()]
         assert all(np.isfinite(values)), record
     assert all(0 < r["train_s"] < r["epoch_s"] for r in records)  # the epoch's wall time includes validation
-    assert "data: decoded once and resident" in (p4_run / "train.log").read_text()  # auto on a tiny set
-    assert sorted(p.name for p in (p4_run / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
+    assert "data: decoded once and resident" in RunDir(p4_run).log_file.read_text()  # auto on a tiny set
+    assert sorted(p.name for p in RunDir(p4_run).checkpoints_dir.iterdir()) == ["step-00000003", "step-00000006"]
     assert len(list((p4_run / "samples").glob("*.png"))) >= 1
     panel = Image.open(next((p4_run / "samples").glob("*.png")))
     assert panel.size == (5 * SIZE, SIZE)  # input | target | prediction | HR crop | SR crop
-    results = json.loads((p4_run / "results.json").read_text())
+    results = json.loads(RunDir(p4_run).results_file.read_text())
     assert (results["model"], results["split"], results["baselines"]["sr"]["name"]) == ("p4", "test", "bicubic")
     flat = RunResults.from_dict(results).flat()
     for key in ("test/demakeup/psnr", "test/demakeup/ssim", "test/baseline/demakeup/psnr",
                 "test/baseline/demakeup/ssim", "test/sr/psnr", "test/baseline/sr/psnr"):
         assert np.isfinite(flat[key]), key
-    status = json.loads((p4_run / "status.json").read_text())
+    status = json.loads(RunDir(p4_run).status_file.read_text())
     assert status["status"] == "finished" and status["last_metrics"] == flat
-    _, info = load_trained(p4_run / "best.safetensors")  # strict: every key matches
+    _, info = load_trained(RunDir(p4_run).best_weights)  # strict: every key matches
     assert (info.model, info.image_size, info.model_args["decoder_channels"]) == ("p4", SIZE, [256, 128, 64, 32, 16])
 
 
 def test_wandb_offline_files(p4_run):
-    run_id = (p4_run / "wandb_id.txt").read_text().strip()
+    run_id = RunDir(p4_run).wandb_id_file.read_text().strip()
     runs = list((p4_run / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(runs) == 1
     assert (runs[0] / f"run-{run_id}.wandb").stat().st_size > 0
@@ -106,7 +107,7 @@ def test_wandb_offline_files(p4_run):
 
 
 def test_evaluate_cli_reproduces_best_val_psnr(p4_run, shards):
-    records = [json.loads(line) for line in (p4_run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in RunDir(p4_run).metrics_file.read_text().splitlines()]
     best = max(map(EpochRecord.from_dict, records), key=lambda r: r.val.psnr)
     out = run_cli(["evaluate", str(p4_run), "--shards", str(shards), "--split", "val"])
     assert out.returncode == 0, out.stderr
@@ -134,7 +135,7 @@ def test_predict_cli_on_odd_rgba_and_gray_images(p4_run, tmp_path):
 def test_loss_decreases(model, shards, tmp_path):
     run_dir = tmp_path / "run"
     train(tiny(model, epochs=4, lr=2e-3), shards, run_dir)
-    losses = [json.loads(line)["train_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [json.loads(line)["train_loss"] for line in RunDir(run_dir).metrics_file.read_text().splitlines()]
     assert losses[-1] < 0.7 * losses[0], losses
 
 
@@ -156,8 +157,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(shards, tmp_path, monkeyp
     assert "start a new --run-dir with a lower --lr (this run: 0.01)" in str(stopped.value)
     assert "and resume" not in str(stopped.value)
     # Steps 1 and 2 were good and saved (the last 2 are kept); the NaN step 3 saved nothing.
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
-    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
+    assert sorted(p.name for p in RunDir(run_dir).checkpoints_dir.iterdir()) == ["step-00000001", "step-00000002"]
+    assert json.loads(RunDir(run_dir).status_file.read_text())["status"] == "failed"
 
 
 @pytest.fixture(scope="module")
@@ -190,29 +191,29 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
 def test_sigkill_then_resume_gives_identical_weights(shards, tmp_path, reference_p1):
     run_dir = tmp_path / "run"
     proc = _start_p1(shards, run_dir)
-    _wait_for(run_dir / "checkpoints" / "step-00000004", proc)  # mid epoch 2
+    _wait_for(RunDir(run_dir).checkpoint(4), proc)  # mid epoch 2
     proc.kill()
     proc.wait()
-    assert not (run_dir / "model.safetensors").exists()
+    assert not RunDir(run_dir).final_weights.exists()
     out = run_cli(["train", "p1", "--shards", str(shards), "--run-dir", str(run_dir), "--resume", "latest"])
     assert out.returncode == 0, out.stderr
     assert "resumed from" in out.stderr
-    assert_same_weights(run_dir / "model.safetensors", reference_p1 / "model.safetensors")
-    assert_same_weights(run_dir / "best.safetensors", reference_p1 / "best.safetensors")
+    assert_same_weights(RunDir(run_dir).final_weights, RunDir(reference_p1).final_weights)
+    assert_same_weights(RunDir(run_dir).best_weights, RunDir(reference_p1).best_weights)
 
 
 def test_sigterm_checkpoints_at_step_boundary_and_resume_auto_finishes(shards, tmp_path, reference_p1):
     run_dir = tmp_path / "run"
     proc = _start_p1(shards, run_dir)
-    _wait_for(run_dir / "checkpoints" / "step-00000002", proc)
+    _wait_for(RunDir(run_dir).checkpoint(2), proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=300) == 0
-    status = json.loads((run_dir / "status.json").read_text())
+    status = json.loads(RunDir(run_dir).status_file.read_text())
     assert status["status"] == "preempted"
-    assert (run_dir / "checkpoints" / f"step-{status['step']:08d}").is_dir()
+    assert (RunDir(run_dir).checkpoints_dir / f"step-{status['step']:08d}").is_dir()
     out = run_cli(["train", "p1", "--shards", str(shards), "--run-dir", str(run_dir), "--resume", "auto"])
     assert out.returncode == 0, out.stderr
-    assert_same_weights(run_dir / "model.safetensors", reference_p1 / "model.safetensors")
+    assert_same_weights(RunDir(run_dir).final_weights, RunDir(reference_p1).final_weights)
     again = run_cli(["train", "p1", "--shards", str(shards), "--run-dir", str(run_dir), "--resume", "auto"])
     assert again.returncode == 0 and "finished" in again.stderr
 
@@ -232,8 +233,8 @@ def test_two_process_ddp_p4_aggregates_metrics_exactly(shards, tmp_path):
     out = run_cli(["train", "p4", "--shards", str(shards), "--run-dir", str(run_dir), "--epochs", "1",
                    "--batch-size", "4", "--nproc", "2", "--wandb", "disabled", "--num-workers", "0"])
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "on 2 process(es)" in (run_dir / "train.log").read_text()
-    record = EpochRecord.from_dict(json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0]))
+    assert "on 2 process(es)" in RunDir(run_dir).log_file.read_text()
+    record = EpochRecord.from_dict(json.loads(RunDir(run_dir).metrics_file.read_text().splitlines()[0]))
     # The same weights evaluated by one process over the whole val split give the same means.
     single = run_cli(["evaluate", str(run_dir), "--shards", str(shards), "--split", "val"])
     rows = {line.split()[0]: float(line.split()[1]) for line in single.stdout.splitlines()[2:]}

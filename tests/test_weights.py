@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from demakeup_dist import __version__
 from demakeup_dist.models import build_model
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.weights import describe, load_trained, read_info, save_weights
 
 SMALL_P1 = {"base_channels": 4, "depth": 2, "residual": True}
@@ -23,7 +24,7 @@ SMALL_P1 = {"base_channels": 4, "depth": 2, "residual": True}
 def _trained_p1(tmp_path):
     torch.manual_seed(0)
     net = build_model("p1", **SMALL_P1).eval()
-    path = tmp_path / "best.safetensors"
+    path = RunDir(tmp_path).best_weights
     save_weights(net.state_dict(), path, describe("p1", SMALL_P1, image_size=64, epoch=3))
     return net, path
 
@@ -73,12 +74,12 @@ def test_explicit_model_must_match(tmp_path):
 def test_run_dir_with_old_weights_uses_its_config(tmp_path):
     """A run dir written before the metadata existed still loads right: its config.yaml says how."""
     net = build_model("p1", **SMALL_P1)
-    save_file(net.state_dict(), str(tmp_path / "best.safetensors"), metadata={"model": "p1"})
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"model": "p1", "model_args": SMALL_P1}))
+    save_file(net.state_dict(), str(RunDir(tmp_path).best_weights), metadata={"model": "p1"})
+    RunDir(tmp_path).config_file.write_text(yaml.safe_dump({"model": "p1", "model_args": SMALL_P1}))
     loaded, info = load_trained(tmp_path)
     assert info.model_args["residual"] is True and info.model == "p1"
     with pytest.raises(ValueError, match="does not record"):
-        read_info(tmp_path / "best.safetensors")
+        read_info(RunDir(tmp_path).best_weights)
 
 
 def test_describe_rejects_unknown_options():

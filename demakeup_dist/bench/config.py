@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from demakeup_dist.choices import COMPILE_MODES, DATA_CACHES, DEVICES, PRECISIONS, SIZE_MULTIPLE, check_choice
+from demakeup_dist.machine import torch_device
 from demakeup_dist.train.distributed import resolve_precision
 
 
@@ -36,8 +37,7 @@ class BenchConfig:
         GPU without bf16), fp32 on CPU, so the record says what ran.
         """
         check_choice("--device", device, DEVICES)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = torch_device(device).type
         base = cls(device="cuda", batch=64, size=224, steps=20, warmup=5) if device == "cuda" else cls(device=device)
         config = replace(base, **{k: v for k, v in changes.items() if v is not None})
         if config.precision == "auto":

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from demakeup_dist import atomic
 from demakeup_dist.bench.variants import VARIANTS
 from demakeup_dist.machine import machine_info
+from demakeup_dist.text import table
 
 if TYPE_CHECKING:
     from demakeup_dist.bench.config import BenchConfig
@@ -111,11 +112,7 @@ def format_table(rows: Sequence[Row]) -> str:
     body = [[r.model, r.variant, r.mode, r.feed, num(r.img_per_s, ".1f"), num(r.step_ms, ".1f"),
              num(r.peak_mem_gb, ".2f"), num(r.data_wait, ".1%"), num(r.ratio_reference, ".2f"),
              num(r.ratio_memory, ".2f")] for r in rows]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [header, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += [f"{r.case}: FAILED {r.error}" for r in rows if r.error]
-    return "\n".join(lines)
+    return "\n".join([table(header, body), *(f"{r.case}: FAILED {r.error}" for r in rows if r.error)])
 
 
 def data_line(data: dict[str, Any], batch: int) -> str:

@@ -41,6 +41,23 @@ class RunReport:
     status: dict = field(default_factory=dict)  # the run's status as the trainer wrote it
     checkpoints: list[str] = field(default_factory=list)
     log: Path | None = None
+    epoch_seconds: list[float] = field(default_factory=list)  # wall seconds of each evaluated epoch
+    epochs: int | None = None  # the epochs the run's config plans
+
+
+def epoch_pace(seconds: list[float], epochs: int | None) -> str | None:
+    """How long an epoch takes and what all `epochs` take at that pace, in words; None before the first.
+    The first epoch also pays for start-up (decoding the data, torch.compile), so later ones set the pace."""
+    if not seconds:
+        return None
+    later = seconds[1:] or seconds
+    pace = sum(later) / len(later)
+    text = (f"{pace:.1f} s per epoch (epochs 2..{len(seconds)}; epoch 1: {seconds[0]:.1f} s with start-up)"
+            if len(seconds) > 1 else f"{pace:.1f} s (epoch 1, with start-up)")
+    if epochs:
+        hours, rest = divmod(int(round(pace * epochs)), 3600)
+        text += f"; {epochs} epoch{'s' * (epochs > 1)} at this pace: {hours}:{rest // 60:02d}:{rest % 60:02d}"
+    return text
 
 
 def resolve_target(target: str | None, runs_root: Path = Path("runs")) -> tuple[Path | None, str | None]:
@@ -89,7 +106,12 @@ def run_report(target: str | None, runs_root: Path = Path("runs")) -> RunReport:
         return RunReport(None, job)
     run = RunDir(run_dir)
     logs = run.slurm_logs()
-    return RunReport(run_dir, job, run.read_status(), [p.name for p in run.checkpoints()], logs[-1] if logs else None)
+    try:
+        config = run.read_config()
+    except ValueError:  # status reports what it can; training itself names a damaged config
+        config = None
+    return RunReport(run_dir, job, run.read_status(), [p.name for p in run.checkpoints()], logs[-1] if logs else None,
+                     [r["epoch_s"] for r in run.read_metrics() if "epoch_s" in r], config and config.epochs)
 
 
 def stale_heartbeat(status: dict, now: datetime | None = None) -> str | None:
