@@ -14,6 +14,8 @@ MODEL_NAMES = ("p1", "p2", "p3", "p4")
 """The brief's four networks; the registry in demakeup_dist/models says what each is."""
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 """auto = bf16 on a GPU that supports it, else fp32."""
+MIXED_PRECISION = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
+"""accelerate's --mixed_precision for each resolved precision."""
 STRATEGIES = ("ddp", "deepspeed")
 ZERO_STAGES = (1, 2, 3)
 WANDB_MODES = ("auto", "online", "offline", "disabled")

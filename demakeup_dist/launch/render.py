@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from demakeup_dist.choices import PRECISIONS, STRATEGIES, check_choice
+from demakeup_dist.choices import MIXED_PRECISION, PRECISIONS, STRATEGIES, check_choice
 from demakeup_dist.models import MODEL_NAMES
 from demakeup_dist.rundir import RunDir
 from demakeup_dist.resources import deepspeed_config, sbatch_template
@@ -187,7 +187,7 @@ def template_values(opts: JobOptions, layout: Layout) -> dict[str, object]:
         "threads_per_process": opts.cpus_per_gpu,
         "processes": layout.processes,
         "launch_flags": launch_flags,
-        "mixed_precision": "no" if precision == "fp32" else precision,
+        "mixed_precision": MIXED_PRECISION[precision],
         "model": opts.model,
         "shards": str(opts.shards),
         "precision": precision,

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from demakeup_dist.choices import MODEL_NAMES
+from demakeup_dist.choices import MODEL_NAMES, TASKS
 from demakeup_dist.models.res34unet_arch import Res34UNet
 from demakeup_dist.models.unet_arch import UNet
 
@@ -65,7 +65,7 @@ def model_options(name: str) -> dict[str, Any]:
 
 def model_tasks(name: str) -> tuple[str, ...]:
     """The keys of network ``name``'s output dict, without building it."""
-    return ("demakeup", "sr") if _spec(name).fixed.get("sr_head") else ("demakeup",)
+    return TASKS if _spec(name).fixed.get("sr_head") else TASKS[:1]
 
 
 def build_model(name: str, **overrides: Any) -> nn.Module:

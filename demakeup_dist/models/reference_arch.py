@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from demakeup_dist.choices import TASKS
+
 STAGES = ((64, 3), (128, 4), (256, 6), (512, 3))  # (filters, blocks) of ResNet34
 DECODER = (256, 128, 64, 32, 16)
 REFERENCE_MODELS = ("p3", "p4")
@@ -99,7 +101,7 @@ class ReferenceUNet(nn.Module):
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        return ("demakeup", "sr") if self.sr_head is not None else ("demakeup",)
+        return TASKS if self.sr_head is not None else TASKS[:1]
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         features = self.encoder(x)

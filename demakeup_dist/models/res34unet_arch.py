@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from demakeup_dist.choices import TASKS
 from demakeup_dist.metrics import bicubic_upsample
 
 from demakeup_dist.models.layers import (
@@ -129,7 +130,7 @@ class Res34UNet(nn.Module):
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        return ("demakeup", "sr") if self.sr_head is not None else ("demakeup",)
+        return TASKS if self.sr_head is not None else TASKS[:1]
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         check_input_size(x)

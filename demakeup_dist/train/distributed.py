@@ -15,11 +15,11 @@ from datetime import timedelta
 
 import torch
 
-from demakeup_dist.rundir import RunDir
+from demakeup_dist.choices import MIXED_PRECISION
 from demakeup_dist.resources import deepspeed_config as deepspeed_template
+from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.config import TrainConfig
 
-_MIXED = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}
 
 
 def resolve_precision(precision: str) -> str:
@@ -62,7 +62,7 @@ def make_accelerator(config: TrainConfig, micro_batch_for_deepspeed: int | None 
         plugin = DeepSpeedPlugin(hf_ds_config=deepspeed_config(config, micro_batch_for_deepspeed or 1, precision))
     return Accelerator(
         cpu=cpu,
-        mixed_precision=_MIXED[precision],
+        mixed_precision=MIXED_PRECISION[precision],
         deepspeed_plugin=plugin,
         kwargs_handlers=handlers,
         # The schedule is written in optimizer steps; accelerate would otherwise step it once per process.
@@ -118,7 +118,7 @@ def relaunch_command(nproc: int, precision: str, argv: list[str], zero: int | No
     silently starts independent world-size-1 trainings. DEMAKEUP_RELAUNCHED stops a second relaunch.
     """
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(nproc),
-           "--num_machines", "1", "--mixed_precision", _MIXED[resolve_precision(precision)],
+           "--num_machines", "1", "--mixed_precision", MIXED_PRECISION[resolve_precision(precision)],
            "--dynamo_backend", "no"]
     if zero is not None:
         cmd += ["--use_deepspeed", "--deepspeed_config_file", str(deepspeed_template(zero))]
