@@ -26,7 +26,7 @@ import torch
 from demakeup_dist import atomic
 from demakeup_dist.machine import available_cores, cpu_name, torch_device
 from demakeup_dist.models import MODEL_NAMES
-from demakeup_dist.report import EXPERIMENT_FILE, run_dir_of, write_report
+from demakeup_dist.report import EXPERIMENT_FILE, REPORT_FILE, run_dir_of, write_report
 from demakeup_dist.resources import recommended_configs
 from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.tracking import log, setup_logging
@@ -127,7 +127,7 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
     with clock.phase("report"):
         device = torch_device()
         text = write_report(out, models, shards=shards, device=device)
-    log.info("report: %s (total %.0f s)", out / "report.md", clock.total())
+    log.info("report: %s (total %.0f s)", out / REPORT_FILE, clock.total())
     return text
 
 
@@ -165,8 +165,7 @@ def _run_on_slurm(todo: list[tuple[str, str, Path, Path]], shards: Path, slurm: 
     for label, model, run_dir, config_file in todo:
         run_dirs[label] = run_dir = run_dir.resolve()
         opts = JobOptions(model=model, shards=shards, run_dir=run_dir, config=config_file.resolve(), **slurm)
-        jobs[label] = submit(opts, command=["demakeup", *sys.argv[1:]],
-                             resume="auto").job_id
+        jobs[label] = submit(opts, command=["demakeup", *sys.argv[1:]], resume="auto").job_id
         log.info("%s: Slurm job %s, run dir %s", label, jobs[label], run_dir)
     while jobs:
         time.sleep(SLURM_POLL_S)

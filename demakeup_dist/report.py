@@ -4,8 +4,9 @@ With several seeds (`experiment.json` "seeds": N) each number is the mean +- std
 question is answered only where the difference exceeds the seed noise (demakeup_dist/seeds.py).
 Reads finished run dirs only (demakeup_dist/rundir.py): `OUT/runs/<model>/` (seed 1; `<model>-s2` .. `-sN`
 beside it) whose status is "finished", with their test results (the best weights' metrics and the identity /
-bicubic baselines, written by the trainer), config, best weights and val metrics. `OUT/experiment.json` (written by `demakeup_dist.experiment`) adds the
-shard set, the hardware, the wall time and notes; a report can be rebuilt from these files alone.
+bicubic baselines, written by the trainer), config, best weights and val metrics. `OUT/experiment.json`
+(written by `demakeup_dist.experiment`) adds the shard set, the hardware, the wall time and notes; a report
+can be rebuilt from these files alone.
 """
 
 from __future__ import annotations

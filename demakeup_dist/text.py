@@ -1,8 +1,14 @@
-"""Plain-text tables for the commands that print measurements (bench, models)."""
+"""Plain text for what the commands print: durations, and tables of measurements (bench, models)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+
+def hms(seconds: float) -> str:
+    """A duration as H:MM:SS (hours not padded, not wrapped at a day)."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -50,7 +50,8 @@ def bench(
     precision: Precision = typer.Option("auto", help="As `demakeup train --precision`; auto = bf16 (autocast) on "
                                                      "CUDA, fp32 on CPU."),
     compile: bool = typer.Option(False, "--compile/--no-compile", help="torch.compile the step's module."),
-    compile_mode: CompileMode = typer.Option("default", help="torch.compile mode (as `demakeup train --compile-mode`)."),
+    compile_mode: CompileMode = typer.Option("default",
+                                             help="torch.compile mode (as `demakeup train --compile-mode`)."),
     data_cache: DataCache = typer.Option("auto", help="Data path of the shards feed (as `demakeup train --data-cache`; "
                                                       "off: stream from the shards)."),
     grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing/--no-grad-checkpointing",

@@ -26,6 +26,7 @@ def demo(
     when present, is used with bigger images and more data.
     """
     from demakeup_dist.demo import run_demo
+    from demakeup_dist.report import GRID_FILE, REPORT_FILE
 
     with user_errors():
         try:
@@ -33,7 +34,7 @@ def demo(
         except RuntimeError as exc:  # a training that failed; the message says where to look
             raise UserError(str(exc)) from None
     typer.echo(text)
-    typer.echo(f"\nreport: {out / 'report.md'}   pictures: {out / 'grid.png'}")
+    typer.echo(f"\nreport: {out / REPORT_FILE}   pictures: {out / GRID_FILE}")
 
 
 def experiment(
@@ -70,7 +71,7 @@ def experiment(
     `demakeup experiment --shards shards/data --local --recommended --seeds 3`.
     """
     from demakeup_dist.experiment import RECOMMENDED_DIR, run_experiment
-    from demakeup_dist.report import write_report
+    from demakeup_dist.report import REPORT_FILE, write_report
     from demakeup_dist.train.config import parse_sets
 
     with user_errors():
@@ -92,7 +93,7 @@ def experiment(
             except RuntimeError as exc:  # a training that failed; the message says where to look
                 raise UserError(str(exc)) from None
     typer.echo(text)
-    typer.echo(f"\nreport: {out / 'report.md'}")
+    typer.echo(f"\nreport: {out / REPORT_FILE}")
 
 
 def register(app: typer.Typer) -> None:

@@ -40,12 +40,17 @@ RESUME_HELP = ("auto: continue the run dir's newest checkpoint if there is one, 
                "(it must exist)")
 
 
+def warn_renamed(old: str, new: str) -> None:
+    """The one line on stderr for an old spelling that still works: what to write instead."""
+    typer.secho(f"warning: {old} is deprecated: use {new}", err=True, fg=typer.colors.YELLOW)
+
+
 def renamed(old: str, new: str, old_value: T | None, new_value: T) -> T:
-    """`new_value`, unless the renamed option `old` (kept as a hidden option) was given: then its value, with
-    one line on stderr saying what to write instead."""
+    """`new_value`, unless the renamed option `old` (kept as a hidden option) was given: then its value,
+    with `warn_renamed`'s line."""
     if old_value is None:
         return new_value
-    typer.secho(f"warning: {old} is deprecated: use {new}", err=True, fg=typer.colors.YELLOW)
+    warn_renamed(old, new)
     return old_value
 
 

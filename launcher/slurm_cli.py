@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from launcher.errors import UserError, user_errors
-from launcher.options import RESUME_HELP, Model, Precision, Strategy, ZeroStage, plain, renamed
+from launcher.options import RESUME_HELP, Model, Precision, Strategy, ZeroStage, plain, warn_renamed
 
 
 def submit(
@@ -100,7 +100,7 @@ def _resume_target(run_dir: Path | None, resume: str | None) -> tuple[Path | Non
         return run_dir, resume
     if not Path(resume).is_dir():
         raise UserError(f"--resume {resume!r}: use {' or '.join(RESUME_MODES)} with --run-dir RUN_DIR")
-    renamed("--resume RUN_DIR", f"--run-dir {resume} --resume auto", resume, None)
+    warn_renamed("--resume RUN_DIR", f"--run-dir {resume} --resume auto")
     if run_dir is not None and run_dir.resolve() != Path(resume).resolve():
         raise UserError("--resume RUN_DIR and --run-dir name different run dirs: keep --run-dir only")
     return Path(resume), "auto"

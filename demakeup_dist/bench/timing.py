@@ -17,7 +17,7 @@ from demakeup_dist.data.feed import DataFeed
 from demakeup_dist.train.config import TrainConfig
 from demakeup_dist.train.distributed import make_accelerator
 from demakeup_dist.train.recipe import TARGET_KEYS, make_optimizer, make_scheduler
-from demakeup_dist.train.step import ModelLoss, TrainStep, compile_module
+from demakeup_dist.train.step import ModelLoss, TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,14 @@ class Case:
     def __init__(self, model: str, variant: Variant, config: BenchConfig) -> None:
         self.config = config
         net = variant.build(model, grad_checkpointing=config.grad_checkpointing)
-        train = TrainConfig(precision=config.precision)
+        train = TrainConfig(precision=config.precision, compile=config.compile, compile_mode=config.compile_mode)
         self.accelerator = make_accelerator(train, cpu=config.device == "cpu")
         self.device = self.accelerator.device
         net = net.to(self.device)
         if self.device.type == "cuda":
             net = net.to(memory_format=torch.channels_last)
         self.tasks: tuple[str, ...] = net.tasks  # type: ignore[assignment]
-        weights = {"demakeup": train.demakeup_loss_weight, "sr": train.sr_loss_weight}
-        module = ModelLoss(net, weights, train.loss_scale)
-        if config.compile:
-            compile_module(module, config.compile_mode)
+        module = ModelLoss.for_config(net, train)
         optimizer = make_optimizer(net, train, fused=self.device.type == "cuda")
         # Any horizon will do: the learning rate's value does not change the work of a step.
         scheduler = make_scheduler(optimizer, 10 * (config.warmup + config.steps), train.warmup_fraction)

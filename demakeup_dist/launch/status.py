@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from demakeup_dist.rundir import RunDir, find_runs
+from demakeup_dist.text import hms
 
 # A running trainer rewrites status.json every `log_every` steps and after each evaluation; silence
 # for this long means it most likely died without a chance to say so (kill -9, node failure).
@@ -55,8 +56,7 @@ def epoch_pace(seconds: list[float], epochs: int | None) -> str | None:
     text = (f"{pace:.1f} s per epoch (epochs 2..{len(seconds)}; epoch 1: {seconds[0]:.1f} s with start-up)"
             if len(seconds) > 1 else f"{pace:.1f} s (epoch 1, with start-up)")
     if epochs:
-        hours, rest = divmod(int(round(pace * epochs)), 3600)
-        text += f"; {epochs} epoch{'s' * (epochs > 1)} at this pace: {hours}:{rest // 60:02d}:{rest % 60:02d}"
+        text += f"; {epochs} epoch{'s' * (epochs > 1)} at this pace: {hms(round(pace * epochs))}"
     return text
 
 

@@ -26,6 +26,7 @@ from demakeup_dist.data.shardset import ShardSet
 from demakeup_dist.models import build_model, model_tasks
 from demakeup_dist.results import EpochRecord, Quality, RunResults
 from demakeup_dist.rundir import RunDir
+from demakeup_dist.text import hms
 from demakeup_dist.train import checkpoint as ckpt
 from demakeup_dist.train.config import TrainConfig
 from demakeup_dist.train.distributed import StopRequest, make_accelerator, resolve_precision
@@ -37,7 +38,7 @@ from demakeup_dist.train.runlock import RunLock
 from demakeup_dist.train.tracking import (
     RunTracker, Throughput, failures_recorded, log, setup_logging,
 )
-from demakeup_dist.train.step import ModelLoss, TrainStep, compile_module, plain_state_dict
+from demakeup_dist.train.step import ModelLoss, TrainStep, plain_state_dict
 from demakeup_dist.weights import describe, load_trained, save_weights
 
 
@@ -116,10 +117,7 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
             net = net.to(memory_format=torch.channels_last)
     deepspeed = config.strategy == "deepspeed"
     input_dtype = torch.bfloat16 if deepspeed and precision == "bf16" else None
-    weights = {"demakeup": config.demakeup_loss_weight, "sr": config.sr_loss_weight}
-    model_loss = ModelLoss(net, weights, config.loss_scale, input_dtype, loss=config.loss)
-    if config.compile:
-        compile_module(model_loss, config.compile_mode)
+    model_loss = ModelLoss.for_config(net, config, input_dtype)
     optimizer = make_optimizer(net, config, fused=device.type == "cuda" and config.strategy == "ddp")
     scheduler = make_scheduler(optimizer, total_steps, config.warmup_fraction)
     model, optimizer, scheduler = accelerator.prepare(model_loss, optimizer, scheduler)
@@ -205,7 +203,7 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
                     eta = (total_steps - state.global_step) * config.batch_size / max(img_s, 1e-9)
                     log.info("epoch %d/%d step %d/%d loss %.4f lr %.3g %.1f img/s data-wait %.0f%% ETA %s",
                              epoch + 1, config.epochs, state.global_step, total_steps, mean_loss, lr, img_s,
-                             100 * wait, _hms(eta))
+                             100 * wait, hms(eta))
                     step_metrics = {"loss": mean_loss, "lr": lr, "img_per_s": img_s, "data_wait": wait}
                     if device.type == "cuda":
                         step_metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -236,9 +234,9 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
                         save_weights(best, run.best_weights, describe(
                             config.model, config.model_args, image_size=shard_set.image_size, epoch=epoch + 1))
                         if first is not None:
-                            panel = sample_panel(first, config.sample_panels)
-                            run.sample_panel(epoch + 1).parent.mkdir(exist_ok=True)
-                            with atomic.atomic_path(run.sample_panel(epoch + 1)) as tmp:
+                            panel, path = sample_panel(first, config.sample_panels), run.sample_panel(epoch + 1)
+                            path.parent.mkdir(exist_ok=True)
+                            with atomic.atomic_path(path) as tmp:
                                 panel.save(tmp, format="PNG")
                             images["val"] = panel
                 tracker.log_eval(record, images)
@@ -283,7 +281,3 @@ def _weights(accelerator, model) -> dict[str, torch.Tensor]:
         state = (model.module if isinstance(model, DistributedDataParallel) else model).state_dict()
     return {k: v.detach().to("cpu", copy=True) for k, v in plain_state_dict(state).items()}
 
-
-def _hms(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

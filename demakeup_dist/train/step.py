@@ -9,14 +9,17 @@ all through the accelerator (DDP gradient sync, DeepSpeed, mixed precision).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from demakeup_dist.data.loader import unit_float
 from demakeup_dist.choices import COMPILE_MODES, check_choice
+from demakeup_dist.data.loader import unit_float
 from demakeup_dist.train.recipe import TARGET_KEYS, restoration_loss
+
+if TYPE_CHECKING:
+    from demakeup_dist.train.config import TrainConfig
 
 
 class ModelLoss(nn.Module):
@@ -32,6 +35,15 @@ class ModelLoss(nn.Module):
         super().__init__()
         self.net, self.weights, self.scale, self.input_dtype = net, weights, scale, input_dtype
         self.loss = loss  # recipe.pixel_loss's kind: config `loss`
+
+    @classmethod
+    def for_config(cls, net: nn.Module, config: TrainConfig, input_dtype: torch.dtype | None = None) -> ModelLoss:
+        """The run's module: `config`'s loss, scale and per-task weights; compiled when `config.compile`."""
+        weights = {"demakeup": config.demakeup_loss_weight, "sr": config.sr_loss_weight}
+        module = cls(net, weights, config.loss_scale, input_dtype, loss=config.loss)
+        if config.compile:
+            compile_module(module, config.compile_mode)
+        return module
 
     def forward(self, x: Tensor, targets: dict[str, Tensor] | None = None) -> Any:
         x = unit_float(x) if x.dtype == torch.uint8 else x
