@@ -22,9 +22,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from demakeup_dist.choices import SIZE_MULTIPLE, SPLITS
-from demakeup_dist.data.synth_face import F32, Canvas, paint_face, sample_face
+from demakeup_dist.data.synth_face import F32, Canvas, Face, face_distance, paint_face, sample_face
 from demakeup_dist.data.synth_makeup import apply_makeup
-from demakeup_dist.atomic import atomic_path
+from demakeup_dist.atomic import atomic_path, read_json, write_json
 from demakeup_dist.data.pool import worker_count
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,14 @@ SR_FACTOR = 4
 # 4:2:0 smears (~40 dB) for ~25% bigger files. Changing either changes every file of a seed.
 JPEG_QUALITY = 95
 JPEG_SUBSAMPLING = 0  # Pillow's code for 4:4:4
+# Where the makeup went, for the report's per-region error (never used in training). Codes are indices;
+# where products overlap, the later region wins (lipstick over foundation, eyeshadow over foundation).
+REGIONS = ("background", "face", "cheeks", "eyes", "lips")
+# Beside the splits: what made the dataset, so a sample (and its region map) can be rendered again.
+SYNTH_FILE = "synth.json"
+# Bumped whenever a seed's files change; 2: tidy foundation is a matched shade (docs/results.md, "ceiling").
+SYNTH_VERSION = 2
+REGION_ALPHA = 0.1  # a pixel belongs to a product's region where that product's opacity is at least this
 
 
 def check_size(size: int) -> None:
@@ -57,11 +65,12 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.rint(img * F32(255)).astype(np.uint8)
 
 
-def render_sample(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
+def render_sample(rng: np.random.Generator, size: int, *, regions: bool = False) -> dict[str, np.ndarray]:
     """One random triplet as uint8 RGB (H, W, 3) arrays.
 
     Returns ``makeup`` (size x size), ``non_makeup`` (size x size) and ``hr`` (4size x 4size);
-    ``makeup == area_downsample(hr)`` exactly.
+    ``makeup == area_downsample(hr)`` exactly. ``regions``: also ``regions``, the (size, size) uint8 map
+    of `region_labels` (what the pixels are equal to does not depend on it: the same draws of `rng`).
     """
     check_size(size)
     face = sample_face(rng)
@@ -71,7 +80,26 @@ def render_sample(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
     bare = _to_uint8(cv.finish(grain))
     apply_makeup(rng, cv, face)
     hr = _to_uint8(cv.finish(grain))
-    return {"makeup": area_downsample(hr), "non_makeup": area_downsample(bare), "hr": hr}
+    sample = {"makeup": area_downsample(hr), "non_makeup": area_downsample(bare), "hr": hr}
+    if regions:
+        sample["regions"] = region_labels(cv, face)
+    return sample
+
+
+def region_labels(cv: Canvas, face: Face) -> np.ndarray:
+    """(S, S) uint8 codes into `REGIONS` of a made-up canvas: where each region's products painted at least
+    `REGION_ALPHA` (4x4 HR average), the later region of `REGIONS` winning; "face" also covers the bare
+    face outline; "background" is the rest (hair, neck, backdrop: no product there)."""
+
+    def coverage(hr_mask: np.ndarray) -> np.ndarray:
+        n = cv.hr // SR_FACTOR
+        return hr_mask.reshape(n, SR_FACTOR, n, SR_FACTOR).mean(axis=(1, 3))
+
+    labels = (coverage((face_distance(face, cv.X, cv.Y) < 0).astype(F32)) >= 0.5).astype(np.uint8)
+    for code, name in enumerate(REGIONS[1:], start=1):
+        if name in cv.painted:
+            labels[coverage(cv.painted[name]) >= REGION_ALPHA] = code
+    return labels
 
 
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -129,5 +157,13 @@ def synth_dataset(out: Path, *, train: int, val: int, test: int, size: int = 224
                 with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
                     for _ in pool.imap_unordered(_write_sample, jobs, chunksize=4):
                         bar.update()
+        write_json(tmp / SYNTH_FILE, {"generator": "demakeup synth", "version": SYNTH_VERSION, "seed": seed,
+                                      "size": size, "counts": counts})
     log.info("wrote %d synthetic triplets (%dpx) to %s", len(jobs), size, out)
     return out
+
+
+def read_synth_info(data_dir: Path) -> dict | None:
+    """The SYNTH_FILE of a dataset `synth_dataset` wrote (its seed, size, counts, version), None for other data."""
+    path = Path(data_dir) / SYNTH_FILE
+    return read_json(path) if path.is_file() else None

@@ -155,6 +155,9 @@ class Canvas:
         self.features = np.zeros((hr, hr), F32)
         self.eyes = np.zeros((hr, hr), F32)
         self.fringe: tuple[Window, np.ndarray, np.ndarray] | None = None
+        # region name -> (H, W) strongest alpha any product painted there; the makeup painters fill it
+        # (`paint(..., region=...)`), so the test report can say where each network removed the makeup.
+        self.painted: dict[str, np.ndarray] = {}
 
     def window(self, x0: float, x1: float, y0: float, y1: float) -> Window:
         """Pixel slices covering the face-local box [x0, x1] x [y0, y1] (possibly empty)."""
@@ -173,9 +176,13 @@ class Canvas:
         return self.X[win], self.Y[win]
 
     def paint(self, win: Window, alpha: np.ndarray, colour: np.ndarray, *, skin: float | None = None,
-              feature: bool = False) -> None:
-        """Composite `colour` ((3,) or (h, w, 3)) over the albedo with `alpha` (h, w); update masks."""
+              feature: bool = False, region: str | None = None) -> None:
+        """Composite `colour` ((3,) or (h, w, 3)) over the albedo with `alpha` (h, w); update masks.
+        `region`: the makeup region this paint belongs to, recorded in `painted`."""
         self.albedo[win] += alpha[..., None] * (colour - self.albedo[win])
+        if region is not None:
+            where = self.painted.setdefault(region, np.zeros((self.hr, self.hr), F32))
+            np.maximum(where[win], alpha, out=where[win])
         if skin is not None:
             self.skin[win] += alpha * (F32(skin) - self.skin[win])
         if feature:

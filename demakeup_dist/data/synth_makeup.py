@@ -53,20 +53,28 @@ def _smudge(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
 
 def _foundation(rng: np.random.Generator, cv: Canvas, f: Face, bad: bool) -> None:
     """Skin-coloured tint over the face (not eyes/brows/lips), blended down the neck; bad =
-    mismatched colour stopping at a hard jaw line."""
+    mismatched colour stopping at a hard jaw line.
+
+    A tidy foundation is a matched shade (a 2-6% tone change): blended down the neck, it leaves no
+    bare skin to tell the true tone from, so a stronger tidy shift could not be undone by any network
+    (before synth version 2 it was 12-25% and held 70% of the makeup error: docs/results.md). A bad one
+    is a wrong shade (20-35% off) whose mismatch shows against the bare neck, which is what a network can
+    learn to correct; its undertone varies by 5% per channel (12% before version 2 painted green and
+    blue faces, which no foundation does)."""
     win = cv.window(-f.a - 0.1, f.a + 0.1, -f.b - 0.05, f.b + 0.4)
     X, Y = cv.local(win)
     d = face_distance(f, X, Y)
     if bad:
-        mask, strength, shift, tint = edge(d, 2 * cv.px), rng.uniform(0.6, 0.85), rng.uniform(0.2, 0.35), 0.12
+        mask, strength, shift, tint = edge(d, 2 * cv.px), rng.uniform(0.6, 0.85), rng.uniform(0.2, 0.35), 0.05
     else:
         neck = cv.skin[win] * np.clip((F32(f.b + 0.35) - Y) / F32(0.4), 0, 1) * (Y > 0)
         mask = np.maximum(edge(d + F32(0.03), 0.08), neck)
-        strength, shift, tint = rng.uniform(0.6, 0.9), rng.uniform(0.12, 0.25), 0.06
+        strength, shift, tint = rng.uniform(0.6, 0.9), rng.uniform(0.02, 0.06), 0.02
     alpha = mask * (1 - cv.features[win]) * F32(strength)
     shift *= rng.choice([-1, 1])
     # the absolute part makes a shade change as visible on dark skin as on light skin
-    cv.paint(win, alpha, rgb((f.skin * (1 + shift) + F32(0.15 * shift)) * (1 + rng.normal(0, tint, 3))))
+    cv.paint(win, alpha, rgb((f.skin * (1 + shift) + F32(0.15 * shift)) * (1 + rng.normal(0, tint, 3))),
+             region="face")
     cv.tex[win] = 1 + (cv.tex[win] - 1) * (1 - F32(0.6) * alpha)  # covers pores, partly
 
 
@@ -99,8 +107,8 @@ def _contour(rng: np.random.Generator, cv: Canvas, f: Face, bad: bool) -> None:
         light = np.maximum(light, cheekbone)
     light = np.maximum(light, stroke(0, f.ey + 0.02, 0, f.nose_y - 0.02, 0.01))
     keep = (1 - cv.features[win]) * edge(face_distance(f, X, Y), 4 * cv.px) * F32(strength)
-    cv.paint(win, dark * keep, rgb(f.skin * np.array([0.72, 0.62, 0.55])))
-    cv.paint(win, light * keep, rgb(f.skin * 0.55 + np.array([0.45, 0.4, 0.3])))
+    cv.paint(win, dark * keep, rgb(f.skin * np.array([0.72, 0.62, 0.55])), region="cheeks")
+    cv.paint(win, light * keep, rgb(f.skin * 0.55 + np.array([0.45, 0.4, 0.3])), region="cheeks")
 
 
 def _blush(rng: np.random.Generator, cv: Canvas, f: Face, bad: bool) -> None:
@@ -122,7 +130,7 @@ def _blush(rng: np.random.Generator, cv: Canvas, f: Face, bad: bool) -> None:
         c, s = F32(math.cos(side * tilt)), F32(math.sin(side * tilt))
         r2 = ((c * dx + s * dy_) / F32(rx)) ** 2 + ((-s * dx + c * dy_) / F32(ry)) ** 2
         profile = edge(np.sqrt(r2) - 1, 0.3) if bad else np.exp(-2 * r2)
-        cv.paint(win, profile * (1 - cv.features[win]) * F32(strength), colour)
+        cv.paint(win, profile * (1 - cv.features[win]) * F32(strength), colour, region="cheeks")
 
 
 def _eyeshadow(rng: np.random.Generator, cv: Canvas, f: Face, bad: bool) -> None:
@@ -147,7 +155,7 @@ def _eyeshadow(rng: np.random.Generator, cv: Canvas, f: Face, bad: bool) -> None
             alpha = alpha * _smudge(rng, alpha.shape)
         mix = np.clip(e.t, 0, 1)[..., None] if two_tone else F32(0.0)
         colour = inner + mix * (outer * F32(0.6) - inner)
-        cv.paint(e.win, np.clip(alpha * F32(strength), 0, 1) * (1 - cv.eyes[e.win]), colour)
+        cv.paint(e.win, np.clip(alpha * F32(strength), 0, 1) * (1 - cv.eyes[e.win]), colour, region="eyes")
 
 
 def _eyeliner(rng: np.random.Generator, cv: Canvas, f: Face, bad: bool) -> None:
@@ -174,7 +182,7 @@ def _eyeliner(rng: np.random.Generator, cv: Canvas, f: Face, bad: bool) -> None:
             d = np.minimum(d, np.maximum(across - half, np.maximum(-along, along - F32(wing_len))))
         if lower:
             d = np.minimum(d, np.maximum(np.abs(e.ye - e.yl) - F32(thick / 3), ends))
-        cv.paint(e.win, edge(d, soft) * (1 - F32(0.5) * cv.eyes[e.win]) * F32(0.95), colour)
+        cv.paint(e.win, edge(d, soft) * (1 - F32(0.5) * cv.eyes[e.win]) * F32(0.95), colour, region="eyes")
 
 
 def _brow_pencil(rng: np.random.Generator, cv: Canvas, f: Face, bad: bool) -> None:
@@ -185,7 +193,7 @@ def _brow_pencil(rng: np.random.Generator, cv: Canvas, f: Face, bad: bool) -> No
     for side in (-1, 1):
         win = brow_window(cv, f, side)
         alpha = edge(brow_distance(f, *cv.local(win), side, thick), (1.5 if bad else 3) * cv.px)
-        cv.paint(win, alpha * F32(strength), colour)
+        cv.paint(win, alpha * F32(strength), colour, region="eyes")
 
 
 def _lipstick(rng: np.random.Generator, cv: Canvas, f: Face, bad: bool) -> None:
@@ -208,7 +216,7 @@ def _lipstick(rng: np.random.Generator, cv: Canvas, f: Face, bad: bool) -> None:
     alpha = edge(lip_distance(f, X, Y, **shape), soft) * F32(strength)
     if modes[2]:
         alpha = np.clip(alpha * _smudge(rng, alpha.shape), 0, 1)
-    cv.paint(win, alpha, colour)
+    cv.paint(win, alpha, colour, region="lips")
     if rng.random() < 0.35:
         spot = bump(X, Y, 0.0, f.mouth_y + f.lip_lo * 0.45, f.mouth_w * 0.35, f.lip_lo * 0.2)
         cv.shade[win] *= 1 + F32(rng.uniform(0.2, 0.5)) * spot * alpha
