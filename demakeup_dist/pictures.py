@@ -16,6 +16,8 @@ from PIL import Image, ImageDraw
 from demakeup_dist.models import model_tasks
 
 LABEL_HEIGHT = 14  # px of the grid's header row holding the column names
+GRID_MIN_TILE = 128  # px: a face smaller than this is zoomed until lips and eyes can be judged
+CHANGE_GAIN = 4  # the difference columns: 1/4 of full scale shows as full white
 # One colour per network (p1..p4) and for the identity line; readable on white.
 COLOURS = {"p1": (31, 119, 180), "p2": (255, 127, 14), "p3": (44, 160, 44), "p4": (214, 39, 40),
            "identity": (90, 90, 90)}
@@ -50,40 +52,83 @@ def sr_models(models) -> list[str]:
 
 
 def grid_columns(models) -> list[str]:
+    changes = [column for name in models for column in (name, f"{name} change x{CHANGE_GAIN}")]
     sr = [f"{name} SR crop" for name in sr_models(models)]
-    return ["input", "target", *models, *sr, *(["HR crop"] if sr else [])]
+    return ["input", "target", f"makeup x{CHANGE_GAIN}", *changes, *sr, *(["HR crop"] if sr else [])]
+
+
+def tile_scale(size: int) -> int:
+    """Whole-number zoom that shows an S px face at least GRID_MIN_TILE px wide (nearest neighbour: no
+    interpolation invents or hides detail)."""
+    return max(1, -(-GRID_MIN_TILE // size))
+
+
+def change(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """|a - b| amplified CHANGE_GAIN times (float in [0, 1]): where and how strongly one image differs from
+    another, e.g. what a network changed in its input."""
+    return ((a - b).abs() * CHANGE_GAIN).clamp(0, 1)
 
 
 @torch.inference_mode()
-def picture_grid(run_dirs: dict[str, Path], shards: Path, rows: int = 4,
-                 device: str | torch.device = "cpu") -> Image.Image:
-    """The first `rows` test images: input | target | each model | [each SR model's crop | HR crop], S px tiles.
+def picture_grid(run_dirs: dict[str, Path], shards: Path, rows: int = 4, device: str | torch.device = "cpu",
+                 names: list[str] | None = None, row_labels: list[str] | None = None) -> Image.Image:
+    """Test images as rows, `grid_columns` as labelled columns, each tile zoomed to >= GRID_MIN_TILE px.
 
-    `run_dirs`: model -> a finished run dir. Returns an RGB image of width S * columns and height
-    LABEL_HEIGHT + S * rows (S: the image size), the column names in the header row.
+    Rows: the test images called `names` (in that order), else the first `rows`; `row_labels` are written
+    on their input tiles (e.g. why a row was chosen). Columns: input | target | the makeup (|input -
+    target|, amplified) | per network its output and what it changed (|output - input|, amplified) |
+    [each SR network's centre crop | the HR crop]. `run_dirs`: model -> a finished run dir.
     """
     from demakeup_dist.data.loader import eval_batches, to_float
     from demakeup_dist.weights import load_trained
 
-    batches = eval_batches(shards, "test", batch_size=rows, with_hr=bool(sr_models(run_dirs)), num_workers=0,
-                           uint8=True)
-    batch = to_float(next(iter(batches)), device)
-    size = batch["makeup"].shape[-1]
-    columns, sr_columns = [batch["makeup"], batch["non_makeup"]], []
+    with_hr = bool(sr_models(run_dirs))
+    batch = _rows(eval_batches(shards, "test", batch_size=max(rows, 16), with_hr=with_hr, num_workers=0,
+                               uint8=True), names, rows)
+    batch = to_float(batch, device)
+    x, size = batch["makeup"], batch["makeup"].shape[-1]
+    columns, sr_columns = [x, batch["non_makeup"], change(x, batch["non_makeup"])], []
     for name, run_dir in run_dirs.items():
         model, _ = load_trained(run_dir, name, device)
-        outputs = model(batch["makeup"])
-        columns.append(outputs["demakeup"])
+        outputs = model(x)
+        columns += [outputs["demakeup"], change(outputs["demakeup"].clamp(0, 1), x)]
         if "sr" in outputs:
             sr_columns.append(centre_crop(outputs["sr"], size))
     columns += [*sr_columns, centre_crop(batch["hr"], size)] if sr_columns else []
-    pixels = tiles(columns)
+    zoom = tile_scale(size)
+    pixels = tiles([column.repeat_interleave(zoom, -1).repeat_interleave(zoom, -2) for column in columns])
+    tile = size * zoom
     grid = Image.new("RGB", (pixels.shape[1], LABEL_HEIGHT + pixels.shape[0]), "white")
     grid.paste(Image.fromarray(pixels), (0, LABEL_HEIGHT))
     draw = ImageDraw.Draw(grid)
     for i, name in enumerate(grid_columns(run_dirs)):
-        draw.text((i * size + 2, 1), name, fill="black")
+        draw.text((i * tile + 2, 1), name, fill="black")
+    for i, label in enumerate(row_labels or []):
+        top = LABEL_HEIGHT + i * tile + tile - LABEL_HEIGHT
+        draw.rectangle([0, top, tile - 1, top + LABEL_HEIGHT - 1], fill="black")
+        draw.text((2, top + 1), label, fill="white")
     return grid
+
+
+def _rows(batches, names: list[str] | None, rows: int) -> dict:
+    """One uint8 batch of the first `rows` samples, or of the samples `names` in that order (KeyError naming a
+    missing one); other samples are read and dropped, so memory holds only the chosen rows."""
+    wanted, kept = (None if names is None else set(names)), []
+    for batch in batches:
+        for i, name in enumerate(batch["name"]):
+            if wanted is None or name in wanted:
+                kept.append((name, {k: v[i] for k, v in batch.items() if torch.is_tensor(v) and v.dim() == 4}))
+        if wanted is None and len(kept) >= rows:
+            break
+    if wanted is None:
+        kept = kept[:rows]
+    else:
+        found = dict(kept)
+        missing = [n for n in names if n not in found]
+        if missing:
+            raise KeyError(f"test images {missing} are not in the shards")
+        kept = [(n, found[n]) for n in names]
+    return {key: torch.stack([sample[key] for _, sample in kept]) for key in kept[0][1]}
 
 
 def psnr_plot(curves: dict[str, list[list[tuple[int, float]]]], identity: float) -> Image.Image:

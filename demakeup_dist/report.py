@@ -23,7 +23,9 @@ from safetensors import safe_open
 from demakeup_dist import atomic
 from demakeup_dist.rundir import RunDir
 from demakeup_dist.models import MODEL_NAMES, MODELS
-from demakeup_dist.pictures import grid_columns, picture_grid, psnr_plot, sr_models
+from demakeup_dist.pictures import CHANGE_GAIN, grid_columns, picture_grid, psnr_plot, sr_models
+from demakeup_dist.regions import evaluate_regions, showcase_rows, split_region_maps, synthetic_source
+from demakeup_dist.regions import table as region_table
 from demakeup_dist.results import EpochRecord, Quality, RunResults
 from demakeup_dist.seeds import Spread, difference, spread
 
@@ -267,12 +269,30 @@ def write_report(out: Path, models: tuple[str, ...] = MODEL_NAMES, *, shards: Pa
               "One line per run (every seed); the dashed line is the identity baseline (output = input) on the "
               + ("val split." if on_val else "test split (this run recorded none on val)."), ""]
     if shards is not None:
-        grid = picture_grid({m: seeds[0].run_dir for m, seeds in runs.items()}, shards, grid_rows, device)
+        data_dir = synthetic_source(shards)
+        maps = split_region_maps(shards, data_dir) if data_dir else None
+        names, labels = showcase_rows(shards, maps, rows=grid_rows) if maps else (None, None)
+        grid = picture_grid({m: seeds[0].run_dir for m, seeds in runs.items()}, shards, grid_rows, device,
+                            names=names, row_labels=labels)
         with atomic.atomic_path(out / GRID_FILE) as tmp:
             grid.save(tmp, format="PNG")
         parts += ["## Pictures", "", f"![test images]({GRID_FILE})", "",
                   "Columns (first seed): " + ", ".join(grid_columns(runs)) + "."
-                  + (" SR / HR crops: the central window of the 4x images at full resolution." if _sr(runs) else ""),
-                  ""]
+                  + f" The x{CHANGE_GAIN} columns show |input - target| (the makeup) and |output - input| (what "
+                  "each network changed), amplified: a network that removes the makeup changes what the makeup "
+                  "column shows and nothing else."
+                  + (" SR / HR crops: the central window of the 4x images at full resolution." if _sr(runs) else "")
+                  + (" Rows: the test faces with the most makeup on the lips, the eyes, the cheeks and the face "
+                     "(the synthesizer's own region maps)." if names else ""), ""]
+        if maps:
+            errors = {m: [evaluate_regions(run.run_dir, m, shards, maps, device=device) for run in seeds]
+                      for m, seeds in runs.items()}
+            parts += ["## Where the makeup was removed", "", region_table(errors), "",
+                      "Test split. The synthesizer records where it painted each product (lips: lipstick; eyes: "
+                      "eyeshadow, liner, brow pencil; cheeks: blush, contour; face: foundation and the rest of the "
+                      "face); per region, the share of the makeup error (input vs target) that lies there, and "
+                      "how much of it each network removed (1 - its error / the makeup error) and the region's "
+                      "PSNR gain. Background holds no makeup: its dB says what a network changed where it "
+                      "should change nothing.", ""]
     atomic.write_text(out / REPORT_FILE, "\n".join(parts))
     return text

@@ -20,7 +20,8 @@ from demakeup_dist.data.loader import eval_batches
 from demakeup_dist.demo import DemoScale, run_demo
 from demakeup_dist.launch.status import JobState
 from demakeup_dist.launch.submit import Submission
-from demakeup_dist.pictures import LABEL_HEIGHT
+from demakeup_dist.pictures import GRID_MIN_TILE, LABEL_HEIGHT
+from demakeup_dist.regions import showcase_rows, split_region_maps
 from demakeup_dist.report import write_report
 from demakeup_dist.results import EpochRecord, Evaluation, Quality, RunResults
 from demakeup_dist.rundir import RunDir
@@ -66,13 +67,22 @@ def test_demo_writes_report_with_every_row_and_grid(demo_out):
         assert question in report
     assert "32x32 images (HR 128x128), 8 train, 4 val, 4 test" in report
     grid = Image.open(out / "grid.png")
-    columns = 2 + len(MODELS) + 2  # input, target, p1..p4, SR crop, HR crop
-    assert grid.size == (columns * TINY.size, LABEL_HEIGHT + TINY.test * TINY.size)
-    # The input column is the test split's inputs to the pixel: uint8 -> float -> pictures.to_uint8_image.
+    columns = 3 + 2 * len(MODELS) + 2  # input, target, makeup; p1..p4 and their changes; SR crop, HR crop
+    tile = GRID_MIN_TILE  # 32 px faces zoomed 4x
+    assert grid.size == (columns * tile, LABEL_HEIGHT + TINY.test * tile)
+    # The input column holds the test inputs to the pixel (zoomed by repetition), in the showcase order
+    # (strongest lipstick first), each row labelled on its bottom strip.
+    names, labels = showcase_rows(out / "shards", split_region_maps(out / "shards", out / "data"), rows=TINY.test)
+    assert f"Rows: the test faces with the most makeup" in report and labels[0] == "strong lipstick"
     batch = next(iter(eval_batches(out / "shards", "test", batch_size=TINY.test, with_hr=False, num_workers=0,
                                    uint8=True)))
-    inputs = np.asarray(grid)[LABEL_HEIGHT:, :TINY.size]
-    np.testing.assert_array_equal(inputs, torch.cat(list(batch["makeup"]), dim=1).permute(1, 2, 0).numpy())
+    by_name = dict(zip(batch["name"], batch["makeup"].permute(0, 2, 3, 1).numpy()))
+    inputs = np.asarray(grid)[LABEL_HEIGHT:, :tile]
+    for row, name in enumerate(names):
+        shown = inputs[row * tile:(row + 1) * tile - LABEL_HEIGHT]  # above the label strip
+        zoomed = by_name[name].repeat(4, axis=0).repeat(4, axis=1)[:tile - LABEL_HEIGHT]
+        np.testing.assert_array_equal(shown, zoomed)
+    assert "## Where the makeup was removed" in report and "| lips |" in report
     record = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
     assert {"synthesise", "shard", *(f"train {m}" for m in MODELS)} <= set(record["phases"])
     assert record["wall_s"] == pytest.approx(sum(record["phases"].values()))
@@ -249,3 +259,24 @@ def test_demo_trains_the_residual_networks_and_says_so(demo_out):
     for model in ("p1", "p2", "p3", "p4"):
         assert config_from_file(out / "runs" / RunDir(model).config_file).model_args.get("residual") is True, model
     assert "residual: true" in (out / "report.md").read_text()
+
+
+def test_side_by_side_trainings_match_one_after_the_other(demo_out, tmp_path, capsys):
+    """`parallel` trains runs as concurrent `demakeup train` processes: the same weights as in-process training
+    of the same configs (the demo's p1, p2), one phase for the group, every line labelled with its run."""
+    from safetensors.torch import load_file
+
+    out, _ = demo_out
+    side = tmp_path / "side"
+    exp.run_experiment(out / "shards", side, models=("p1", "p2"), overrides=TINY.overrides(), parallel=2,
+                       config_dir=exp.RECOMMENDED_DIR)
+    printed = capsys.readouterr().out
+    for model in ("p1", "p2"):
+        assert RunDir(side / "runs" / model).read_status()["status"] == "finished"
+        assert f"[{model}] " in printed
+        ours, theirs = (load_file(str(RunDir(d / "runs" / model).best_weights)) for d in (side, out))
+        assert ours.keys() == theirs.keys()
+        for key in ours:  # fp32 on CPU; thread counts may differ between the two ways, so not bit for bit
+            torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=1e-5)
+    record = json.loads((side / "experiment.json").read_text(encoding="utf-8"))
+    assert list(record["phases"]) == ["train p1, p2 (2 at a time)"]
