@@ -13,9 +13,11 @@ running total, on the `demakeup` logger.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +67,8 @@ class PhaseClock:
 def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_NAMES,
                    overrides: dict[str, Any] | None = None, nproc: int = 1, slurm: dict[str, Any] | None = None,
                    notes: list[str] | None = None, clock: PhaseClock | None = None, residual: bool = False,
-                   sets: dict[str, Any] | None = None, seeds: int = 1, config_dir: Path | None = None) -> str:
+                   sets: dict[str, Any] | None = None, seeds: int = 1, config_dir: Path | None = None,
+                   parallel: int = 1) -> str:
     """Train `models` on `shards` into OUT/runs/<model>, one after the other, then write the report.
 
     `residual` trains each network's `residual: true` variant (the input added to its output). `sets`
@@ -75,8 +78,10 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
     shipped configs (e.g. configs/recommended). The runs share one wandb group, kept in OUT's
     experiment record so a rerun adds to it, and are tagged with model and variant.
 
-    Where they run: in this process (nproc 1), `demakeup train --nproc N` subprocesses, or one Slurm job
-    per model (`slurm`: JobOptions fields such as gpus, partition, time), waited for. A model whose run
+    Where they run: in this process (nproc 1), `demakeup train --nproc N` subprocesses, `parallel` single-
+    process trainings side by side (each with its share of the cores: on a small CPU, two one-thread
+    trainings do more steps per second than one two-thread training), or one Slurm job per model
+    (`slurm`: JobOptions fields such as gpus, partition, time), waited for. A model whose run
     dir is already finished is skipped; an unfinished one is resumed. Returns the report's table.
     """
     from demakeup_dist.data.shards import load_manifest
@@ -119,9 +124,13 @@ def run_experiment(shards: Path, out: Path, *, models: tuple[str, ...] = MODEL_N
     if slurm is not None and todo:
         with clock.phase(f"Slurm jobs {', '.join(label for label, *_ in todo)}"):
             _run_on_slurm(todo, shards, slurm)
-    for label, model, run_dir, config_file in [] if slurm is not None else todo:
-        with clock.phase(f"train {label}"):
-            _train_here(model, config_file, shards, run_dir, nproc)
+    if slurm is None and parallel > 1 and len(todo) > 1:
+        with clock.phase(f"train {', '.join(label for label, *_ in todo)} ({min(parallel, len(todo))} at a time)"):
+            _train_side_by_side(todo, shards, parallel)
+    else:
+        for label, model, run_dir, config_file in [] if slurm is not None else todo:
+            with clock.phase(f"train {label}"):
+                _train_here(model, config_file, shards, run_dir, nproc)
     phases = {**earlier.get("phases", {}), **clock.phases}  # a rerun keeps the times of what it skipped
     atomic.write_json(out / EXPERIMENT_FILE, {**record, "wall_s": sum(phases.values()), "phases": phases})
     with clock.phase("report"):
@@ -147,12 +156,48 @@ def _train_here(model: str, config_file: Path, shards: Path, run_dir: Path, npro
         finally:
             setup_logging(None, True)  # detach the run's log file from the phase lines
         return
-    cmd = [sys.executable, "-m", "launcher.main", "train", model, "--shards", str(shards), "--config",
-           str(config_file), "--run-dir", str(run_dir), "--resume", "auto", "--nproc", str(nproc)]
-    code = subprocess.call(cmd)
+    code = subprocess.call([*_train_command(model, config_file, shards, run_dir), "--nproc", str(nproc)])
     if code != 0:
         raise RuntimeError(f"training {model} failed (exit {code}); see {RunDir(run_dir).log_file}, fix, and rerun "
                            "the same command: finished models are kept and the rest resume")
+
+
+def _train_command(model: str, config_file: Path, shards: Path, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "launcher.main", "train", model, "--shards", str(shards), "--config",
+            str(config_file), "--run-dir", str(run_dir), "--resume", "auto"]
+
+
+def _train_side_by_side(todo: list[tuple[str, str, Path, Path]], shards: Path, parallel: int) -> None:
+    """Train the runs of `todo`, `parallel` at a time, each a one-process `demakeup train` with
+    cores // parallel threads; their lines reach the terminal prefixed by the run's label."""
+    threads = max(1, available_cores() // parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    waiting, running, failed = list(todo), {}, []
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            label, model, run_dir, config_file = waiting.pop(0)
+            proc = subprocess.Popen(_train_command(model, config_file, shards, run_dir), env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            echo = threading.Thread(target=_prefix_lines, args=(proc.stdout, label), daemon=True)
+            echo.start()
+            running[label] = (proc, echo, run_dir)
+            log.info("%s: training (%d thread(s), side by side with %d other(s))", label, threads, len(running) - 1)
+        time.sleep(0.5)
+        for label, (proc, echo, run_dir) in list(running.items()):
+            if proc.poll() is not None:
+                echo.join()
+                del running[label]
+                if proc.returncode != 0:
+                    failed.append(f"{label} (exit {proc.returncode}; see {RunDir(run_dir).log_file})")
+    if failed:
+        raise RuntimeError(f"training failed: {', '.join(failed)}; fix, and rerun the same command: finished "
+                           "models are kept and the rest resume")
+
+
+def _prefix_lines(stream, label: str) -> None:
+    for line in stream:
+        sys.stdout.write(f"[{label}] {line}")
+        sys.stdout.flush()
 
 
 def _run_on_slurm(todo: list[tuple[str, str, Path, Path]], shards: Path, slurm: dict[str, Any]) -> None:
