@@ -22,7 +22,7 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 DATA_CACHES = ("auto", "device", "host", "off")
 """Where decoded images live during training; data/feed.py explains each."""
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-LOSSES = ("mse", "l1", "charbonnier")
+LOSSES = ("mse", "l1", "charbonnier", "psnr")
 """train/recipe.py's pixel_loss."""
 RESUME_MODES = ("auto", "latest")
 """How `--resume` continues a run dir: auto = from its newest checkpoint if any, else from the start;

@@ -36,8 +36,21 @@ def test_pixel_losses_and_scale():
         restoration_loss(pred, target, one, 1.0, "l2")
 
 
+def test_psnr_loss_is_minus_the_metric_per_image():
+    from demakeup_dist.metrics import psnr
+
+    torch.manual_seed(0)
+    target = torch.rand(3, 3, 8, 8)
+    pred = (target + torch.randn(3, 3, 8, 8) * torch.tensor([0.01, 0.05, 0.2]).view(3, 1, 1, 1)).clamp(0, 1)
+    loss = restoration_loss({"demakeup": pred}, {"demakeup": target}, {"demakeup": 1.0}, 1.0, "psnr")[0]
+    assert loss.item() == pytest.approx(-psnr(pred, target).mean().item(), rel=1e-5)
+    # Per image, not of the batch's pooled MSE: the clean image weighs as much as the noisy one.
+    pooled = 10 * math.log10(((pred - target) ** 2).mean().item())
+    assert abs(loss.item() - pooled) > 1
+
+
 @pytest.mark.parametrize("bad, message", [
-    (dict(loss="ssim"), "loss 'ssim': choose one of mse, l1, charbonnier"),
+    (dict(loss="ssim"), "loss 'ssim': choose one of mse, l1, charbonnier, psnr"),
     (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\)"),
     (dict(ema_decay=0.99, strategy="deepspeed", zero=3), "not with DeepSpeed ZeRO-3"),
 ])

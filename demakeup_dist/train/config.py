@@ -47,7 +47,8 @@ class TrainConfig:
     grad_clip_norm: float = 1.0
     """Global gradient-norm clip, as in TF's AdamWeightDecay.apply_gradients (0 disables)."""
     loss: str = "mse"
-    """Per-pixel loss: mse (the brief's), l1 or charbonnier (sqrt(d^2 + 1e-6)); see docs/results.md."""
+    """Training loss: mse (the brief's), l1 or charbonnier (sqrt(d^2 + 1e-6)) per pixel, or psnr (minus each
+    image's PSNR, averaged: the evaluation metric); see docs/results.md."""
     loss_scale: float = 100.0
     """Multiplies the per-pixel loss: the brief's loss is mean((pred - target)^2) * 100."""
     ema_decay: float = 0.0

@@ -68,16 +68,22 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fr
 
 # Charbonnier's epsilon (Lai et al., LapSRN): sqrt(d^2 + eps^2) is L1 away from 0 but smooth at 0.
 CHARBONNIER_EPS = 1e-3
+# The psnr loss's MSE floor: 100 dB, far above any image here, so it only keeps log10 finite at 0.
+PSNR_LOSS_FLOOR = 1e-10
 
 
 def pixel_loss(kind: str, error: torch.Tensor) -> torch.Tensor:
-    """Mean per-pixel loss of `error` = pred - target: mse, l1 or charbonnier (config `loss`)."""
+    """Mean loss of `error` = pred - target (B, C, H, W): per pixel mse, l1 or charbonnier, or psnr: minus
+    each image's PSNR, averaged, i.e. the evaluation metric itself (config `loss`)."""
     if kind == "mse":
         return torch.mean(error**2)
     if kind == "l1":
         return torch.mean(error.abs())
     if kind == "charbonnier":
         return torch.mean(torch.sqrt(error**2 + CHARBONNIER_EPS**2))
+    if kind == "psnr":  # minus the metric itself: mean over images of -PSNR = 10 log10(MSE) (max value 1)
+        per_image = error.flatten(1).pow(2).mean(1)  # (B,)
+        return torch.mean(10 * torch.log10(per_image + PSNR_LOSS_FLOOR))
     check_choice("loss", kind, LOSSES)
     raise AssertionError(f"loss {kind!r} has no formula")
 
