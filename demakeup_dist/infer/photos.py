@@ -50,7 +50,7 @@ def load_photo(path: Path) -> np.ndarray:
 
 def photo_to_tensor(photo: np.ndarray) -> Tensor:
     """uint8 ``(H, W, 3)`` -> float32 ``(1, 3, H, W)`` in [0, 1], the training data's convention."""
-    return unit_float(torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)[None])
+    return unit_float(torch.from_numpy(np.array(photo)).permute(2, 0, 1)[None])  # a copy: inputs may be read-only
 
 
 def collect_inputs(inputs: Sequence[Path]) -> list[Path]:

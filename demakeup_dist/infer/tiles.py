@@ -68,7 +68,7 @@ def tile_weights(starts: list[int], tile: int, scale: int) -> list[Tensor]:
 
 def _tile(photo: np.ndarray, y: int, x: int, h: int, w: int) -> Tensor:
     """uint8 ``(H, W, 3)`` photo -> float32 ``(3, h, w)`` window at (y, x)."""
-    return unit_float(torch.from_numpy(np.ascontiguousarray(photo[y:y + h, x:x + w])).permute(2, 0, 1))
+    return unit_float(torch.from_numpy(photo[y:y + h, x:x + w].copy()).permute(2, 0, 1))
 
 
 class _Band:
