@@ -9,6 +9,7 @@ from typing import Iterator, Optional
 
 import typer
 
+from demakeup_dist.infer import OVERLAP, TILE
 from launcher.errors import user_errors
 from launcher.options import MODEL_CHECK_HELP, Model, plain
 
@@ -36,15 +37,15 @@ def predict(
     paths: list[Path] = typer.Argument(..., metavar="RUN_OR_WEIGHTS PHOTO...",
                                        help=f"{_WEIGHTS_HELP} Then image files or folders (any size, any format "
                                             "Pillow reads). With --onnx, only the photos."),
-    out: Path = typer.Option(..., "--out", help="Folder for NAME_demakeup.png, NAME_sr4x.png (p4) and NAME_faces.json."),
+    out: Path = typer.Option(..., "--out", help="Folder for NAME_demakeup.png, NAME_sr4x.png (p4), NAME_faces.json."),
     whole_image: bool = typer.Option(False, "--whole-image", help="Run the network on the whole photo (in tiles) "
                                      "instead of on each detected face resized to the training size."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Name each unreadable file and go on with the others "
                                   "(default: stop before writing anything)."),
     batch_size: int = typer.Option(8, help="Face crops or tiles per forward pass."),
-    tile: int = typer.Option(512, help="Whole-image mode: tile side in px (a multiple of 32); larger photos are "
+    tile: int = typer.Option(TILE, help="Whole-image mode: tile side in px (a multiple of 32); larger photos are "
                              "processed in overlapping tiles, so memory stays bounded."),
-    overlap: int = typer.Option(64, help="Whole-image mode: overlap of neighbouring tiles in px, blended."),
+    overlap: int = typer.Option(OVERLAP, help="Whole-image mode: overlap of neighbouring tiles in px, blended."),
     onnx: Optional[Path] = typer.Option(None, help="Predict with an ONNX file made by `demakeup export` instead."),
     model: Optional[Model] = typer.Option(None, help=MODEL_CHECK_HELP),
 ) -> None:

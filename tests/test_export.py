@@ -94,8 +94,9 @@ def test_predict_unwritable_target_is_one_line_naming_the_file(exported, tmp_pat
     monkeypatch.setattr(Image.Image, "save", fail)
     result = CliRunner().invoke(app, ["predict", str(weights), str(tmp_path / "a.png"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [f"error: cannot write {tmp_path / 'out' / 'a_demakeup.png'}: "
-                                                  f"{reason}; free some space, make it writable or choose another --out"]
+    target = tmp_path / "out" / "a_demakeup.png"
+    assert result.output.strip().splitlines() == [
+        f"error: cannot write {target}: {reason}; free some space, make it writable or choose another --out"]
     assert list((tmp_path / "out").iterdir()) == []  # no partial file
 
 
@@ -114,3 +115,20 @@ def test_export_full_disk_is_one_line_and_leaves_no_file(exported, tmp_path, mon
     result = CliRunner().invoke(app, ["export", str(weights), "--out", str(out)])
     assert result.exit_code == 2 and f"cannot write {out}: No space left on device" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_p4_exports_both_heads(tmp_path):
+    """p4's two outputs (the SR one at 4x) through ONNX; ResNet34 encoder, so its own (slow) export."""
+    from demakeup_dist.infer.export import export_onnx, onnx_runner
+    from demakeup_dist.infer.runner import torch_runner
+
+    torch.manual_seed(0)
+    net = build_model("p4").eval()
+    export_onnx(net, describe("p4", {}, image_size=64), tmp_path / "p4.onnx")
+    runner = onnx_runner(tmp_path / "p4.onnx")
+    assert runner.tasks == ("demakeup", "sr") and runner.image_size == 64
+    x = torch.rand(2, 3, 40, 72, generator=torch.Generator().manual_seed(2))  # padded to 64 x 96 by the runner
+    got, want = runner(x), torch_runner(net)(x)
+    assert got["sr"].shape == (2, 3, 160, 288)
+    for task in runner.tasks:
+        assert (got[task] - want[task]).abs().max() <= 1e-3

@@ -7,4 +7,10 @@ blend    cut a framed face at the training size, paste the prediction back with 
 tiles    whole-image inference in overlapping, blended tiles (bounded memory at any photo size)
 predict  the per-photo flow: face mode or whole-image mode, NAME_faces.json
 export   the network as ONNX, and a runner of such a file
+
+Imports nothing, so that the CLI can read the tiling defaults without loading torch.
 """
+
+TILE = 512
+"""Whole-image tile side (px): 8x the demo's training size; tiled-vs-untiled measured in README.md."""
+OVERLAP = 64

@@ -92,8 +92,8 @@ def onnx_runner(path: Path) -> Runner:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such ONNX file (make one with `demakeup export RUN_DIR --out {path}`)")
     try:
-        session = ort.InferenceSession(str(path), providers=[p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                                                              if p in ort.get_available_providers()])
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+        session = ort.InferenceSession(str(path), providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types for every kind of bad file
         raise ValueError(f"{path}: not a loadable ONNX model ({exc})") from exc
     meta = session.get_modelmeta().custom_metadata_map

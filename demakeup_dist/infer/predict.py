@@ -35,7 +35,8 @@ from demakeup_dist.infer.blend import FaceCrop, change, cut, paste
 from demakeup_dist.infer.faces import FRAMING, FaceDetector, detector
 from demakeup_dist.infer.photos import check_inputs, collect_inputs, load_photo, save_json, save_png, writing
 from demakeup_dist.infer.runner import Runner, suffix, torch_runner
-from demakeup_dist.infer.tiles import OVERLAP, TILE, check_tiling, predict_tiled
+from demakeup_dist.infer import OVERLAP, TILE
+from demakeup_dist.infer.tiles import check_tiling, predict_tiled
 
 log = logging.getLogger(__name__)
 

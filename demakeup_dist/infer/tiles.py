@@ -23,11 +23,10 @@ from tqdm import tqdm
 
 from demakeup_dist.choices import SIZE_MULTIPLE
 from demakeup_dist.data.loader import unit_float
+from demakeup_dist.infer import OVERLAP, TILE
 from demakeup_dist.infer.runner import Runner
 from demakeup_dist.pictures import to_uint8_image
 
-TILE = 512
-OVERLAP = 64
 _SHOW_PROGRESS_ABOVE = 8  # tiles
 
 
