@@ -8,10 +8,10 @@ Per photo, written to OUT (each file whole or not at all):
 
 Face mode (the default when the detector finds a face): every face is framed as in the training
 images, resized to the training size, de-made-up, and the network's change resized back and blended
-in (`blend`); outside
-the blend regions the output is the input, bit for bit. SR output in face mode is the whole photo
-at 4x: bicubic outside the faces, the network's SR inside, blended the same way, so it has the
-shape and name of the whole-image SR output.
+in (`blend`); outside the blend regions the output is the input, bit for bit. SR output in face mode
+is the whole photo at 4x: PIL bicubic outside the faces, the network's SR change added inside,
+blended the same way, so it has the shape and name of the whole-image SR output. The crops of one
+photo run as one batch (up to `batch_size`).
 
 Whole-image mode (``whole_image=True``, no face found, or no detector installed): the network runs
 on the photo at its own resolution, in tiles (`tiles`), with a warning when the photo's size is far
@@ -31,11 +31,11 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from demakeup_dist.infer import OVERLAP, TILE
 from demakeup_dist.infer.blend import FaceCrop, change, cut, paste
 from demakeup_dist.infer.faces import FRAMING, FaceDetector, detector
 from demakeup_dist.infer.photos import check_inputs, collect_inputs, load_photo, save_json, save_png, writing
 from demakeup_dist.infer.runner import Runner, suffix, torch_runner
-from demakeup_dist.infer import OVERLAP, TILE
 from demakeup_dist.infer.tiles import check_tiling, predict_tiled
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def scale_warning(path: Path, photo_hw: tuple[int, int], image_size: int | None)
     height, width = photo_hw
     return (f"{path}: {width}x{height} processed whole, but the network learned {image_size}x{image_size} faces "
             f"filling ~{FRAMING.box_side:.0%} of the frame: a face framed like that here is {ratio:.1f}x the "
-            "size it saw; face mode (no --whole-image, with the detector installed) resizes each face instead")
+            "size it saw; face mode resizes each face it finds to the training size instead")
 
 
 def _face_mode(runner: Runner, photo: np.ndarray, crops: list[FaceCrop], batch_size: int) -> dict[str, np.ndarray]:

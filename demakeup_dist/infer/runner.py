@@ -77,11 +77,6 @@ class Runner:
             result[task] = crop_back(outputs[task], size, scale).float().cpu()
         return result
 
-    def scales(self) -> dict[str, int]:
-        """Each task's upscaling factor, read off one 32 x 32 forward pass."""
-        x = torch.zeros(1, 3, SIZE_MULTIPLE, SIZE_MULTIPLE)
-        return {task: out.shape[-1] // SIZE_MULTIPLE for task, out in self(x).items()}
-
 
 def torch_runner(model: nn.Module, *, device: str | torch.device = "cpu", tasks: Sequence[str] | None = None,
                  image_size: int | None = None, name: str = "network") -> Runner:
