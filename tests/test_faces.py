@@ -178,3 +178,16 @@ def test_without_opencv_predict_says_how_to_get_face_mode(tmp_path, monkeypatch,
     scene = background(64, 64)
     _, record = run(tmp_path, scene, Darken())
     assert record["mode"] == "whole-image" and record["detector"] is None
+
+
+def test_crops_of_consecutive_photos_share_a_batch(tmp_path):
+    for name in ("a", "b", "c"):
+        Image.fromarray(background(120, 160, seed=len(name))).save(tmp_path / f"{name}.png")
+    model = Darken()
+    done = predict_files(torch_runner(model, image_size=TRAIN_SIZE), [tmp_path], tmp_path / "out", batch_size=2,
+                         face_detector=FixedFaces((40, 30, 90, 80)))
+    assert model.shapes == [(2, 3, TRAIN_SIZE, TRAIN_SIZE), (1, 3, TRAIN_SIZE, TRAIN_SIZE)]
+    assert [p.name for p in done.written if p.suffix == ".json"] == ["a_faces.json", "b_faces.json", "c_faces.json"]
+    for name in ("a", "b", "c"):
+        record = json.loads((tmp_path / "out" / f"{name}_faces.json").read_text())
+        assert record["mode"] == "faces" and record["outputs"] == [f"{name}_demakeup.png"]

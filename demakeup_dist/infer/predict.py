@@ -10,8 +10,8 @@ Face mode (the default when the detector finds a face): every face is framed as 
 images, resized to the training size, de-made-up, and the network's change resized back and blended
 in (`blend`); outside the blend regions the output is the input, bit for bit. SR output in face mode
 is the whole photo at 4x: PIL bicubic outside the faces, the network's SR change added inside,
-blended the same way, so it has the shape and name of the whole-image SR output. The crops of one
-photo run as one batch (up to `batch_size`).
+blended the same way, so it has the shape and name of the whole-image SR output. Crops run
+`batch_size` at a time, across consecutive photos (which are held in memory until their batch ran).
 
 Whole-image mode (``whole_image=True``, no face found, or no detector installed): the network runs
 on the photo at its own resolution, in tiles (`tiles`), with a warning when the photo's size is far
@@ -64,41 +64,68 @@ def scale_warning(path: Path, photo_hw: tuple[int, int], image_size: int | None)
             "size it saw; face mode resizes each face it finds to the training size instead")
 
 
-def _face_mode(runner: Runner, photo: np.ndarray, crops: list[FaceCrop], batch_size: int) -> dict[str, np.ndarray]:
-    size = runner.image_size
-    assert size is not None
-    height, width = photo.shape[:2]
-    canvases: dict[str, np.ndarray] = {}
-    for first in range(0, len(crops), batch_size):
-        group = crops[first:first + batch_size]
-        inputs = torch.stack([cut(photo, c.crop, size) for c in group])  # (B, 3, S, S)
-        for task, images in runner(inputs).items():  # (B, 3, k*S, k*S)
-            scale = images.shape[-1] // size
-            if task not in canvases:
-                canvases[task] = photo.copy() if scale == 1 else np.array(
-                    Image.fromarray(photo).resize((width * scale, height * scale), Image.BICUBIC))
-            for crop, delta in zip(group, change(inputs, images)):
-                paste(canvases[task], delta, crop, scale)
-    return canvases
+@dataclass
+class _Job:
+    """One photo on its way: its pixels, the faces to process (none in whole-image mode), its record."""
+
+    path: Path
+    photo: np.ndarray
+    crops: list[FaceCrop]
+    record: dict
 
 
-def _predict_one(runner: Runner, path: Path, find: FaceDetector | None, *, batch_size: int,
-                 tile: int, overlap: int) -> tuple[dict[str, np.ndarray], dict]:
+def _prepare(runner: Runner, path: Path, find: FaceDetector | None, tile: int, overlap: int) -> _Job:
     photo = load_photo(path)
     height, width = photo.shape[:2]
     record: dict = {"photo": str(path), "size": [width, height], "network": runner.name,
                     "image_size": runner.image_size, "detector": None if find is None else find.name}
-    crops = []
-    if find is not None:
-        crops = [FaceCrop.frame(face, FRAMING, (height, width)) for face in find.detect(photo)]
+    crops = [] if find is None else [FaceCrop.frame(face, FRAMING, (height, width)) for face in find.detect(photo)]
     if crops:
         record.update(mode="faces", framing=vars(FRAMING), faces=[c.record() for c in crops])
-        return _face_mode(runner, photo, crops, batch_size), record
-    record.update(mode="whole-image", faces=[], tile=tile, overlap=overlap)
-    if warning := scale_warning(path, (height, width), runner.image_size):
-        log.warning("%s", warning)
-        record["warning"] = warning
-    return predict_tiled(runner, photo, tile=tile, overlap=overlap, batch_size=batch_size), record
+    else:
+        record.update(mode="whole-image", faces=[], tile=tile, overlap=overlap)
+        if warning := scale_warning(path, (height, width), runner.image_size):
+            log.warning("%s", warning)
+            record["warning"] = warning
+    return _Job(path, photo, crops, record)
+
+
+def _base(photo: np.ndarray, scale: int) -> np.ndarray:
+    """What a task's output is outside the faces: the photo itself, or its bicubic `scale`-fold upscaling."""
+    if scale == 1:
+        return photo.copy()
+    height, width = photo.shape[:2]
+    return np.array(Image.fromarray(photo).resize((width * scale, height * scale), Image.BICUBIC))
+
+
+def _face_mode(runner: Runner, jobs: list[_Job], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """Every face of `jobs` through the network, `batch_size` crops per pass across photos; each job's outputs."""
+    size = runner.image_size
+    assert size is not None
+    items = [(i, crop) for i, job in enumerate(jobs) for crop in job.crops]
+    outputs: list[dict[str, np.ndarray]] = [{} for _ in jobs]
+    for first in range(0, len(items), batch_size):
+        group = items[first:first + batch_size]
+        inputs = torch.stack([cut(jobs[i].photo, crop.crop, size) for i, crop in group])  # (B, 3, S, S)
+        for task, images in runner(inputs).items():  # (B, 3, k*S, k*S)
+            scale = images.shape[-1] // size
+            for (i, crop), delta in zip(group, change(inputs, images)):
+                if task not in outputs[i]:
+                    outputs[i][task] = _base(jobs[i].photo, scale)
+                paste(outputs[i][task], delta, crop, scale)
+    return outputs
+
+
+def _write(job: _Job, images: dict[str, np.ndarray], out_dir: Path) -> list[Path]:
+    """The job's PNGs, then its NAME_faces.json (which lists them)."""
+    names = []
+    for task, pixels in images.items():
+        name = out_dir / f"{job.path.stem}_{suffix(task, pixels.shape[1] // job.photo.shape[1])}.png"
+        save_png(pixels, name)
+        names.append(name)
+    job.record["outputs"] = [n.name for n in names]
+    save_json(job.record, out_dir / f"{job.path.stem}_faces.json")
+    return [*names, out_dir / f"{job.path.stem}_faces.json"]
 
 
 def _face_detector(runner: Runner, given: FaceDetector | None) -> FaceDetector | None:
@@ -144,16 +171,19 @@ def predict_files(
     with writing(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
     result = Prediction(skipped=checked.skipped)
+    waiting: list[_Job] = []  # photos with faces, held until their crops fill a batch
     with tqdm(total=len(checked.files), unit="img", desc="predict", disable=len(checked.files) < 2) as bar:
-        for path in checked.files:
-            images, record = _predict_one(runner, path, find, batch_size=batch_size, tile=tile, overlap=overlap)
-            names = []
-            for task, pixels in images.items():
-                name = out_dir / f"{path.stem}_{suffix(task, pixels.shape[1] // record['size'][0])}.png"
-                save_png(pixels, name)
-                names.append(name)
-            record["outputs"] = [n.name for n in names]
-            save_json(record, out_dir / f"{path.stem}_faces.json")
-            result.written += [*names, out_dir / f"{path.stem}_faces.json"]
-            bar.update()
+        for k, path in enumerate(checked.files):
+            job = _prepare(runner, path, find, tile, overlap)
+            if job.crops:
+                waiting.append(job)
+            else:
+                result.written += _write(job, predict_tiled(runner, job.photo, tile=tile, overlap=overlap,
+                                                            batch_size=batch_size), out_dir)
+                bar.update()
+            if waiting and (sum(len(j.crops) for j in waiting) >= batch_size or k == len(checked.files) - 1):
+                for done, images in zip(waiting, _face_mode(runner, waiting, batch_size)):
+                    result.written += _write(done, images, out_dir)
+                bar.update(len(waiting))
+                waiting = []
     return result
