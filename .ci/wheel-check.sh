@@ -48,4 +48,8 @@ import yaml
 recorded = yaml.safe_load(open("runs/p1/config.yaml"))
 assert recorded["model_args"] == {"base_channels": 32}, recorded["model_args"]
 PY
+step "predict without the infer extra: whole images, and one line saying how to get face mode"
+"$D" predict runs/p1 data/test/makeup/000000.jpg --out pred 2>predict.err
+grep -q "demakeup\[infer\]" predict.err
+test -f pred/000000_demakeup.png && test -f pred/000000_faces.json
 step "ok"

@@ -142,3 +142,12 @@ def load_trained(path: Path, model: str | None = None,
     net = build_model(info.model, **info.model_args)
     net.load_state_dict(load_file(str(weights)))
     return net.to(device).eval(), info
+
+
+def size_warning(info: WeightsInfo, size: int, what: str) -> str | None:
+    """One line when `what` has images of side `size` but the weights learned another size, else None.
+    The networks run at any multiple of 32, but what they learned (a lip's width in pixels) does not scale."""
+    if info.image_size is None or info.image_size == size:
+        return None
+    return (f"warning: these {info.model} weights were trained on {info.image_size} px images, {what} has "
+            f"{size} px ones: the features are {size / info.image_size:.2g}x the size the network learned")

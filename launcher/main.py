@@ -6,7 +6,7 @@ Each area of the tool registers its commands from its own module (``*_cli.py``);
 
 import typer
 
-from launcher import bench_cli, data_cli, demo_cli, models_cli, slurm_cli, synth_cli, train_cli
+from launcher import bench_cli, data_cli, demo_cli, infer_cli, models_cli, slurm_cli, synth_cli, train_cli
 
 app = typer.Typer(
     name="demakeup",
@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (synth_cli, data_cli, models_cli, train_cli, slurm_cli, bench_cli, demo_cli):
+for module in (synth_cli, data_cli, models_cli, train_cli, infer_cli, slurm_cli, bench_cli, demo_cli):
     module.register(app)
 
 if __name__ == "__main__":

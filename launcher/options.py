@@ -36,6 +36,7 @@ Device = choice_enum("Device", choices.DEVICES)
 
 ALL_MODELS = ",".join(choices.MODEL_NAMES)
 MODELS_HELP = f"Comma-separated networks, any of {ALL_MODELS}."
+MODEL_CHECK_HELP = "The network the weights must hold; by default the one their metadata names."
 RESUME_HELP = ("auto: continue the run dir's newest checkpoint if there is one, else start; latest: continue it "
                "(it must exist)")
 

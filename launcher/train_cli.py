@@ -1,4 +1,4 @@
-"""`demakeup train`, `demakeup evaluate`, `demakeup predict`."""
+"""`demakeup train`, `demakeup evaluate`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import typer
 
 from launcher.errors import user_errors
 from launcher.options import (
-    RESUME_HELP, CompileMode, DataCache, Model, Precision, Split, Strategy, WandbMode, ZeroStage, plain,
+    MODEL_CHECK_HELP, RESUME_HELP, CompileMode, DataCache, Model, Precision, Split, Strategy, WandbMode, ZeroStage, plain,
 )
 
 SET_HELP = ("Any config key, VALUE read as YAML; repeatable. `model_args.NAME=VALUE` sets one network option, "
@@ -151,26 +151,26 @@ def _exit(code: int) -> None:
     raise typer.Exit(code)
 
 
-_MODEL_CHECK = "The network the weights must hold; by default the one their metadata names."
-
-
 def evaluate(
     weights: Path = typer.Argument(..., help="A run dir (uses its best weights) or a .safetensors file."),
     shards: Path = typer.Option(..., "--shards", help="Shard dir made by `demakeup shard`."),
-    model: Optional[Model] = typer.Option(None, help=_MODEL_CHECK),
+    model: Optional[Model] = typer.Option(None, help=MODEL_CHECK_HELP),
     split: Split = typer.Option("test", help="The split to evaluate."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
 ) -> None:
     """Print PSNR / SSIM of a trained network on a split, beside the identity and bicubic baselines."""
     from demakeup_dist.data.loader import eval_batches
+    from demakeup_dist.data.shardset import ShardSet
     from demakeup_dist.machine import torch_device
     from demakeup_dist.results import BASELINES, MEASURES
     from demakeup_dist.train.evaluation import evaluate as run_eval
-    from demakeup_dist.weights import load_trained
+    from demakeup_dist.weights import load_trained, size_warning
 
     with user_errors():
         device = torch_device()
         net, info = load_trained(weights, plain(model), device)
+        if warning := size_warning(info, ShardSet.open(shards).image_size, str(shards)):
+            typer.secho(warning, err=True, fg=typer.colors.YELLOW)
         batches = eval_batches(shards, plain(split), batch_size=batch_size, with_hr="sr" in net.tasks, uint8=True)
         evaluation, _ = run_eval(net, batches, net.tasks, device, lambda t: t, baselines=True)
     typer.echo(f"{info.model} on {plain(split)} of {shards}")
@@ -182,25 +182,6 @@ def evaluate(
                        f"{getattr(baseline, measure):>10.4f}  {BASELINES[task]}")
 
 
-def predict(
-    weights: Path = typer.Argument(..., help="A run dir (uses its best weights) or a .safetensors file."),
-    inputs: list[Path] = typer.Argument(..., help="Image files or folders (jpg/png/..., any size)."),
-    out: Path = typer.Option(..., "--out", help="Folder for NAME_demakeup.png (and NAME_sr4x.png for p4)."),
-    model: Optional[Model] = typer.Option(None, help=_MODEL_CHECK),
-) -> None:
-    """De-make-up photos of any size up to 4096x4096: pads to a multiple of 32, crops back; p4 also writes the 4x image."""
-    from demakeup_dist.machine import torch_device
-    from demakeup_dist.predict import predict_files
-    from demakeup_dist.weights import load_trained
-
-    with user_errors():
-        device = torch_device()
-        net, _ = load_trained(weights, plain(model), device)
-        written = predict_files(net, inputs, out, device=device)
-    typer.echo(f"wrote {len(written)} file(s) to {out}")
-
-
 def register(app: typer.Typer) -> None:
     app.command(context_settings={"allow_extra_args": False})(train)
     app.command()(evaluate)
-    app.command()(predict)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install demakeup into ./.venv (idempotent). With --test, also what the test suite needs:
+# Install demakeup into ./.venv (idempotent), with DeepSpeed and the inference extra (face detector, ONNX). With --test, also what the test suite needs:
 # Debian's slurm-wlm + munge (a real single-node Slurm for the launcher tests) and iproute2.
 #
 #   bash scripts/bootstrap.sh          # the tool
@@ -22,5 +22,5 @@ python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 # Pin torch first: an unpinned resolve (by accelerate or deepspeed) may pull a different multi-GB build.
 python -m pip install -q "torch==${TORCH_VERSION}"
 # DS_BUILD_OPS=0: DeepSpeed compiles its ops on first use instead of at install (no CUDA needed here).
-DS_BUILD_OPS=0 python -m pip install -q -e ".[deepspeed,dev]"
+DS_BUILD_OPS=0 python -m pip install -q -e ".[deepspeed,infer,dev]"
 echo "demakeup installed in $(pwd)/.venv ($(python -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")'))"

@@ -13,7 +13,7 @@ from PIL import Image
 from demakeup_dist.data.codec import decode_rgb
 from demakeup_dist.data.scan import check_dataset
 from demakeup_dist.data.shards import DatasetProblems, write_shards
-from demakeup_dist.predict import MAX_PIXELS, load_photo
+from demakeup_dist.infer.photos import load_photo
 
 S = 16
 _RNG = np.random.default_rng(0)
@@ -118,11 +118,11 @@ def test_float_pixels_outside_unit_range_are_refused_by_mode(make_dataset, tmp_p
         load_photo(root / "train/makeup/000.png")
 
 
-def test_predict_refuses_a_huge_photo_before_decoding_it(tmp_path):
-    side = int(MAX_PIXELS ** 0.5) + 1
-    Image.new("L", (side, side)).save(tmp_path / "huge.png")
-    with pytest.raises(ValueError, match=rf"huge.png: {side}x{side} is 17 megapixels, more than predict takes"):
-        load_photo(tmp_path / "huge.png")
+def test_predict_takes_a_photo_over_16_megapixels(tmp_path):
+    """Predict once refused photos over 4096x4096; whole-image mode now runs them in tiles."""
+    Image.new("L", (4097, 4097), 7).save(tmp_path / "huge.png")
+    photo = load_photo(tmp_path / "huge.png")
+    assert photo.shape == (4097, 4097, 3) and (photo == 7).all()
 
 
 def _problems(root: Path) -> dict[str, str]:

@@ -1,5 +1,7 @@
-"""The predict pixel pipeline, checked exactly with fake models whose outputs are known per pixel."""
+"""The predict pixel pipeline in whole-image mode, checked exactly with fake models whose outputs are
+known per pixel (they never find a face: random pixels, and no training size recorded)."""
 
+import json
 import logging
 
 import numpy as np
@@ -8,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from demakeup_dist.predict import crop_back, load_photo, pad_to_multiple, predict_files
+from demakeup_dist.infer.photos import load_photo
+from demakeup_dist.infer.predict import predict_files
+from demakeup_dist.infer.runner import crop_back, pad_to_multiple
 
 
 class Invert(torch.nn.Module):
@@ -143,11 +147,11 @@ def test_predict_odd_size_exact_pixels(tmp_path):
     src = _random_rgb(37, 50)
     Image.fromarray(src).save(tmp_path / "face.png")
     model = Invert()
-    written = predict_files(model, [tmp_path / "face.png"], tmp_path / "out")
-    assert written == [tmp_path / "out" / "face_demakeup.png"]
+    written = predict_files(model, [tmp_path / "face.png"], tmp_path / "out").written
+    assert written == [tmp_path / "out" / "face_demakeup.png", tmp_path / "out" / "face_faces.json"]
     assert model.shapes == [(1, 3, 64, 64)]
     np.testing.assert_array_equal(_read(written[0]), 255 - src)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_demakeup.png"]  # no temp left
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face_demakeup.png", "face_faces.json"]  # no temp
 
 
 def test_predict_rounds_half_up_like_every_picture(tmp_path):
@@ -156,7 +160,7 @@ def test_predict_rounds_half_up_like_every_picture(tmp_path):
             return {"demakeup": torch.full_like(x, 2.5 / 255)}  # 2.5 levels: round() would write 2
 
     Image.fromarray(_random_rgb(8, 8)).save(tmp_path / "face.png")
-    written = predict_files(Constant(), [tmp_path / "face.png"], tmp_path / "out")
+    written = predict_files(Constant(), [tmp_path / "face.png"], tmp_path / "out").written
     assert (_read(written[0]) == 3).all()
 
 
@@ -165,25 +169,26 @@ def test_predict_rgba_and_grayscale_inputs(tmp_path):
     Image.fromarray(gray, "L").save(tmp_path / "gray.png")
     rgba = np.dstack([_random_rgb(20, 21, seed=1), np.full((20, 21), 255, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
-    written = predict_files(Invert(), [tmp_path / "gray.png", tmp_path / "rgba.png"], tmp_path / "out")
-    np.testing.assert_array_equal(_read(written[0]), 255 - np.dstack([gray] * 3))
-    np.testing.assert_array_equal(_read(written[1]), 255 - rgba[..., :3])
+    out = tmp_path / "out"
+    predict_files(Invert(), [tmp_path / "gray.png", tmp_path / "rgba.png"], out)
+    np.testing.assert_array_equal(_read(out / "gray_demakeup.png"), 255 - np.dstack([gray] * 3))
+    np.testing.assert_array_equal(_read(out / "rgba_demakeup.png"), 255 - rgba[..., :3])
 
 
 def test_predict_exif_rotated_output_in_displayed_orientation(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(_random_rgb(20, 40)).save(tmp_path / "rot.jpg", exif=exif)
-    (out,) = predict_files(Invert(), [tmp_path / "rot.jpg"], tmp_path / "out")
-    assert Image.open(out).size == (20, 40)  # (width, height) as displayed
+    predict_files(Invert(), [tmp_path / "rot.jpg"], tmp_path / "out")
+    assert Image.open(tmp_path / "out" / "rot_demakeup.png").size == (20, 40)  # (width, height) as displayed
 
 
 def test_predict_p4_writes_both_outputs_at_4x(tmp_path):
     src = _random_rgb(37, 50)
     Image.fromarray(src).save(tmp_path / "face.jpg", quality=100)
     decoded = load_photo(tmp_path / "face.jpg")
-    written = predict_files(InvertAndUpsample(), [tmp_path / "face.jpg"], tmp_path / "out")
-    assert [p.name for p in written] == ["face_demakeup.png", "face_sr4x.png"]
+    written = predict_files(InvertAndUpsample(), [tmp_path / "face.jpg"], tmp_path / "out").written
+    assert [p.name for p in written] == ["face_demakeup.png", "face_sr4x.png", "face_faces.json"]
     np.testing.assert_array_equal(_read(written[0]), 255 - decoded)
     sr = _read(written[1])
     assert sr.shape == (148, 200, 3)
@@ -192,15 +197,15 @@ def test_predict_p4_writes_both_outputs_at_4x(tmp_path):
 
 def test_predict_tasks_override_and_unknown(tmp_path):
     Image.fromarray(_random_rgb(8, 8)).save(tmp_path / "a.png")
-    written = predict_files(InvertAndUpsample(), [tmp_path / "a.png"], tmp_path / "o", tasks=["sr"])
-    assert [p.name for p in written] == ["a_sr4x.png"]
+    written = predict_files(InvertAndUpsample(), [tmp_path / "a.png"], tmp_path / "o", tasks=["sr"]).written
+    assert [p.name for p in written] == ["a_sr4x.png", "a_faces.json"]
     with pytest.raises(ValueError, match="not the requested task 'sr'"):
         predict_files(Invert(), [tmp_path / "a.png"], tmp_path / "o", tasks=["sr"])
     with pytest.raises(ValueError, match="unknown task"):
         predict_files(Invert(), [tmp_path / "a.png"], tmp_path / "o", tasks=["colorize"])
 
 
-def test_predict_directory_sorted_batched_and_non_images_reported(tmp_path, caplog):
+def test_predict_directory_sorted_and_non_images_reported(tmp_path, caplog):
     src = tmp_path / "photos"
     src.mkdir()
     for name, (h, w) in {"b.png": (30, 30), "a.png": (20, 25), "c.png": (40, 40)}.items():
@@ -208,11 +213,11 @@ def test_predict_directory_sorted_batched_and_non_images_reported(tmp_path, capl
     (src / "notes.txt").write_text("hello")
     model = Invert()
     with caplog.at_level(logging.WARNING):
-        written = predict_files(model, [src], tmp_path / "out", batch_size=4)
-    assert [p.name for p in written] == ["a_demakeup.png", "b_demakeup.png", "c_demakeup.png"]
+        written = predict_files(model, [src], tmp_path / "out", batch_size=4).written
+    assert [p.name for p in written if p.suffix == ".png"] == ["a_demakeup.png", "b_demakeup.png", "c_demakeup.png"]
     assert "notes.txt" in caplog.text
-    assert model.shapes == [(2, 3, 32, 32), (1, 3, 64, 64)]  # a and b share a padded shape
-    assert _read(written[1]).shape == (30, 30, 3)
+    assert model.shapes == [(1, 3, 32, 32), (1, 3, 32, 32), (1, 3, 64, 64)]
+    assert _read(tmp_path / "out" / "b_demakeup.png").shape == (30, 30, 3)
 
 
 def test_predict_bad_files_fail_before_anything_is_written(tmp_path):
@@ -246,3 +251,29 @@ def test_predict_rejects_model_with_wrong_output_shape(tmp_path):
     Image.fromarray(_random_rgb(8, 8)).save(tmp_path / "a.png")
     with pytest.raises(ValueError, match="model output 'demakeup' has shape"):
         predict_files(Shrinks(), [tmp_path / "a.png"], tmp_path / "out")
+
+
+def test_predict_skip_bad_names_each_unreadable_file_and_goes_on(tmp_path, caplog):
+    Image.fromarray(_random_rgb(8, 8)).save(tmp_path / "good.png")
+    (tmp_path / "fake.jpg").write_text("text, not JPEG")
+    (tmp_path / "also.png").write_bytes(b"\x89PNG broken")
+    with caplog.at_level(logging.WARNING):
+        done = predict_files(Invert(), [tmp_path], tmp_path / "out", skip_bad=True)
+    assert [p.name for p in done.written] == ["good_demakeup.png", "good_faces.json"]
+    assert len(done.skipped) == 2 and "fake.jpg: not a readable image" in caplog.text and "also.png" in caplog.text
+
+
+def test_predict_skip_bad_still_refuses_name_clashes(tmp_path):
+    Image.fromarray(_random_rgb(8, 8)).save(tmp_path / "x.png")
+    Image.fromarray(_random_rgb(8, 8)).save(tmp_path / "x.jpg")
+    with pytest.raises(ValueError, match="same name stem 'x'"):
+        predict_files(Invert(), [tmp_path], tmp_path / "out", skip_bad=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_whole_image_record(tmp_path):
+    Image.fromarray(_random_rgb(20, 30)).save(tmp_path / "a.png")
+    predict_files(Invert(), [tmp_path / "a.png"], tmp_path / "out", tile=64, overlap=16)
+    record = json.loads((tmp_path / "out" / "a_faces.json").read_text())
+    assert record["mode"] == "whole-image" and record["faces"] == [] and record["size"] == [30, 20]
+    assert (record["tile"], record["overlap"], record["outputs"]) == (64, 16, ["a_demakeup.png"])

@@ -116,6 +116,14 @@ def test_evaluate_cli_reproduces_best_val_psnr(p4_run, shards):
     assert rows["sr/psnr"][2] == "bicubic" and rows["demakeup/psnr"][2] == "identity"
 
 
+def test_evaluate_warns_when_the_shards_have_another_image_size(p4_run, tmp_path):
+    data = synth_dataset(tmp_path / "data", train=1, val=1, test=2, size=2 * SIZE, seed=3, workers=1, progress=False)
+    write_shards(data, tmp_path / "shards", samples_per_shard=4, workers=1, progress=False)
+    out = run_cli(["evaluate", str(p4_run), "--shards", str(tmp_path / "shards")])
+    assert out.returncode == 0, out.stderr
+    assert f"trained on {SIZE} px images, {tmp_path / 'shards'} has {2 * SIZE} px ones" in out.stderr
+
+
 def test_predict_cli_on_odd_rgba_and_gray_images(p4_run, tmp_path):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (37, 50, 4), dtype=np.uint8), "RGBA").save(tmp_path / "rgba.png")

@@ -98,3 +98,14 @@ def test_predict_cli_from_file_checks_model(tmp_path):
     ok = subprocess.run(cmd, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert Image.open(tmp_path / "out" / "face_demakeup.png").size == (40, 36)
+
+
+def test_size_warning_only_when_the_data_size_differs_from_training(tmp_path):
+    from demakeup_dist.weights import size_warning
+
+    _, path = _trained_p1(tmp_path)
+    info = read_info(path)
+    assert size_warning(info, 64, "shards/x") is None
+    warning = size_warning(info, 224, "shards/x")
+    assert "trained on 64 px images, shards/x has 224 px ones" in warning and "3.5x" in warning
+    assert size_warning(describe("p1", SMALL_P1), 224, "shards/x") is None  # size unknown: nothing to compare

@@ -134,6 +134,17 @@ def sample_face(rng: np.random.Generator) -> Face:
     )
 
 
+def face_box(face: Face, side: int) -> tuple[float, float, float, float]:
+    """Where `face` lies in a `side` x `side` render: the bounding box (x0, y0, x1, y1) in pixels of
+    its outline (cheek to cheek, forehead to chin, hair excluded), rotation included."""
+    cx, cy, scale, angle = face.pose
+    cos, sin = math.cos(angle), math.sin(angle)
+    xs, ys = np.array([-face.a, face.a, -face.a, face.a]), np.array([-face.b, -face.b, face.b, face.b])
+    u = (cx + scale * (cos * xs - sin * ys) + 1) * side / 2
+    v = (cy + scale * (sin * xs + cos * ys) + 1) * side / 2
+    return float(u.min()), float(v.min()), float(u.max()), float(v.max())
+
+
 class Canvas:
     """The float32 HR layers of one render (see the module docstring) on an `hr` x `hr` frame."""
 
