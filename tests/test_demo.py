@@ -180,13 +180,13 @@ def test_report_with_seeds_gives_spreads_and_answers_only_beyond_the_noise(tmp_p
 
 
 def test_one_seed_report_reads_differences_against_the_measured_seed_noise(tmp_path):
-    # One run each: 2 seed stds (0.60 dB) from identity, 0.85 dB between two runs (report.CLEAR_DB).
-    for model, value in (("p1", 29.0), ("p2", 28.5), ("p3", 28.7)):
+    # One run each: 2 seed stds (0.24 dB) from identity, 0.34 dB between two runs (report.CLEAR_DB).
+    for model, value in (("p1", 29.0), ("p2", 28.2), ("p3", 28.7)):
         fake_run(tmp_path, model, value, 0.9)
     write_report(tmp_path, ("p1", "p2", "p3"))
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "p3 vs the identity baseline: +0.70 dB (above it" in report
-    assert "p2 vs the identity baseline: +0.50 dB (within the seed noise of it" in report
+    assert "p2 vs the identity baseline: +0.20 dB (within the seed noise of it" in report
     assert "(p3 vs p1)? **no clear difference**: 28.70 vs 29.00 dB (-0.30 dB)" in report
 
 
