@@ -76,7 +76,7 @@ def test_truncated_latest_checkpoint_falls_back_and_matches_uninterrupted_run(
         with pytest.raises(KeyboardInterrupt):
             train(tiny(), shards, run_dir)
     status = json.loads(RunDir(run_dir).status_file.read_text())
-    assert status["status"] == "failed" and status["error"] == "KeyboardInterrupt"
+    assert status["status"] == "aborted" and status["error"] == "KeyboardInterrupt"
     assert [p.name for p in RunDir(run_dir).checkpoints()] == ["step-00000004", "step-00000005"]
     latest = RunDir(run_dir).checkpoint(5) / "model.safetensors"
     latest.write_bytes(latest.read_bytes()[:100])  # a save cut short by a full disk

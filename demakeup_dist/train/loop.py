@@ -28,6 +28,7 @@ from demakeup_dist.results import EpochRecord, Quality, RunResults
 from demakeup_dist.rundir import RunDir
 from demakeup_dist.text import hms
 from demakeup_dist.train import checkpoint as ckpt
+from demakeup_dist.train.batching import efficiency_note, plan_batch
 from demakeup_dist.train.config import TrainConfig
 from demakeup_dist.train.distributed import StopRequest, make_accelerator, resolve_precision
 from demakeup_dist.train.ema import WeightEMA
@@ -64,6 +65,9 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
         return {"status": "finished"}
     resume_point = resolve_resume(run, resume)
     start_from = resume_point and resume_point.checkpoint
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    plan = plan_batch(config, world)
+    config = replace(config, batch_size=plan.global_batch)  # what batch_per_gpu resolves to is recorded
     if start_from is not None:
         check_resume_compatible(run, config)
         check_same_shards(resume_point.state, shards_id, shards, allow_other_shards)
@@ -73,11 +77,8 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     tasks = model_tasks(config.model)
     if "sr" in tasks and not shard_set.has_hr:
         raise ValueError(f"{config.model} trains the 4x SR head, but the shards in {shards} hold no HR images")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if config.batch_size % world:
-        raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
-    local_batch = config.batch_size // world
-    accelerator = make_accelerator(config, micro_batch_for_deepspeed=local_batch)
+    local_batch = plan.per_step
+    accelerator = make_accelerator(config, micro_batch_for_deepspeed=plan.per_gpu)
     is_main, device = accelerator.is_main_process, accelerator.device
 
     def reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -101,9 +102,10 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     log.info(feed.describe())
     steps_per_epoch = feed.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
-    log.info("%s on %d process(es) (%s, %s), global batch %d = %d x %d, %d steps/epoch x %d epochs",
-             config.model, world, device, precision, config.batch_size, world, local_batch,
-             steps_per_epoch, config.epochs)
+    log.info("%s on %d process(es) (%s, %s), %d steps/epoch x %d epochs; %s", config.model, world, device,
+             precision, steps_per_epoch, config.epochs, plan.describe(gpus=device.type == "cuda"))
+    if device.type == "cuda" and (note := efficiency_note(plan)):
+        log.info("%s", note)
 
     # Same seed on every rank -> identical initial weights; data order is seeded separately per epoch.
     from accelerate.utils import set_seed
@@ -118,11 +120,12 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     deepspeed = config.strategy == "deepspeed"
     input_dtype = torch.bfloat16 if deepspeed and precision == "bf16" else None
     model_loss = ModelLoss.for_config(net, config, input_dtype)
-    optimizer = make_optimizer(net, config, fused=device.type == "cuda" and config.strategy == "ddp")
+    optimizer = make_optimizer(net, config, fused=device.type == "cuda" and config.strategy == "ddp", lr=plan.lr)
     scheduler = make_scheduler(optimizer, total_steps, config.warmup_fraction)
     model, optimizer, scheduler = accelerator.prepare(model_loss, optimizer, scheduler)
     # DeepSpeed clips inside its engine (gradient_clipping in its config).
-    train_step = TrainStep(accelerator, model, optimizer, scheduler, tasks, 0 if deepspeed else config.grad_clip_norm)
+    train_step = TrainStep(accelerator, model, optimizer, scheduler, tasks, 0 if deepspeed else config.grad_clip_norm,
+                           config.grad_accum)
     state = ckpt.TrainState(shards_id=shards_id)
     # The weight average (config ema_decay) is evaluated and saved as best; it resumes with the run.
     ema = WeightEMA(net, config.ema_decay) if config.ema_decay else None
@@ -180,7 +183,7 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
                 window_loss, window_steps = window_loss + loss, window_steps + 1
                 last_step = state.global_step == total_steps
                 if state.global_step % config.stop_check_every == 0 or last_step:
-                    stop_now, bad = stop.agreed(accelerator, ~torch.isfinite(loss))
+                    stop_reason, bad = stop.agreed(accelerator, ~torch.isfinite(loss))
                     if bad:
                         status("failed", error=f"non-finite loss at step {state.global_step}")
                         tracker.finish()
@@ -189,11 +192,11 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
                             f"checkpoint is kept in {run.checkpoints_dir}, but a resume is exact and would "
                             f"meet it again: start a new --run-dir with a lower --lr (this run: {config.lr:g})"
                         )
-                    if stop_now:
-                        save(f"stop requested ({stop.signalled or 'stop file'})")
-                        status("preempted")
+                    if stop_reason:
+                        save(f"{stop_reason}: {stop.signalled or 'stop request'}")
+                        status(stop_reason)
                         tracker.finish()
-                        return {"status": "preempted"}
+                        return {"status": stop_reason}
                 if config.save_every_steps and state.global_step % config.save_every_steps == 0 and not last_step:
                     save("periodic")
                 if state.global_step % config.log_every == 0 or step_in_epoch + 1 == steps_per_epoch:

@@ -84,12 +84,18 @@ def resolve_config(model: str, config_file: Path | None, run_dir: Path | None, r
     """The config a `demakeup train` command line means. On a resume the run's own config is the base, so
     an unchanged command line resumes as is; otherwise `load_config`'s layers (defaults < YAML < sets <
     overrides)."""
+    if overrides.get("batch_size") is not None and overrides.get("batch_per_gpu") is not None:
+        raise ValueError("--batch-size (global) and --batch-per-gpu exclude each other: give one")
     saved = RunDir(run_dir).read_config() if (resume and run_dir and not config_file) else None
     if saved is None:
-        return load_config(model, config_file, sets, **overrides)
-    if saved.model != model:
+        config = load_config(model, config_file, sets, **overrides)
+    elif saved.model != model:
         raise ValueError(f"run dir {run_dir} belongs to model {saved.model!r}, not {model!r}")
-    return TrainConfig(**merge(saved.to_dict(), sets, {k: v for k, v in overrides.items() if v is not None}))
+    else:
+        config = TrainConfig(**merge(saved.to_dict(), sets, {k: v for k, v in overrides.items() if v is not None}))
+    if overrides.get("batch_size") is not None:  # a global batch asked for on the command line decides
+        config = dataclasses.replace(config, batch_per_gpu=None)
+    return config
 
 
 def check_same_model(run: RunDir, model: str) -> None:
@@ -113,8 +119,11 @@ def check_resume_compatible(run: RunDir, new: TrainConfig) -> None:
     changed = {k: (old[k], cur[k]) for k in old if k not in RESUME_MAY_CHANGE and old[k] != cur[k]}
     if changed:
         diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+        batch = (f" The global batch follows --batch-per-gpu x --grad-accum x processes: keep it on this process "
+                 f"count with --batch-size {old['batch_size']} (and --grad-accum), or resume on the run's own "
+                 "process count." if "batch_size" in changed else "")
         raise ValueError(
-            f"cannot resume {run}: the config differs from the checkpoint's ({diff}). "
+            f"cannot resume {run}: the config differs from the checkpoint's ({diff}).{batch} "
             "Resume without these options, or start a new --run-dir"
         )
 
