@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence
 import typer
 
 from demakeup_dist.choices import STOP_REASONS
-from launcher.errors import user_errors
+from launcher.errors import storage_problem, user_errors
 from launcher.options import (
     RESUME_HELP, CompileMode, DataCache, LrScaling, Model, Precision, Split, Strategy, WandbMode, ZeroStage, plain,
 )
@@ -112,7 +112,7 @@ def train(
             _say_stopped(model, shards, run_dir, "aborted")
             _exit(EXIT_INTERRUPTED)
         except Exception as exc:
-            if (problem := storage_problem(exc, run_dir)) is None:
+            if (problem := storage_problem(exc, run_dir, RETRY_TRAIN)) is None:
                 raise
             typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
             _exit(2)
@@ -126,6 +126,9 @@ def train(
     typer.echo(f"run dir: {run_dir} ({ended})", err=True)
     _exit(0)
 
+
+RETRY_TRAIN = ("Free space or fix the permissions (or choose another --run-dir), then run the command again "
+               "(with --resume latest once the run has checkpoints)")
 
 EXIT_INTERRUPTED = 130
 """The exit code of a training that stopped before its end on request (128 + SIGINT, as shells use)."""
@@ -173,25 +176,6 @@ def check_train_options(model: str, shards: Path, args: Sequence[str], *, config
                           overrides)
     check_wandb(cfg.wandb)  # the job inherits this environment, credentials included
     return cfg
-
-
-def storage_problem(exc: BaseException, run_dir: Path) -> str | None:
-    """A one-line explanation when `exc` means the run dir cannot be written (full, read-only, no
-    permission); None for anything else. Libraries wrap the OS error (torch: RuntimeError, safetensors:
-    SafetensorError), so their messages are recognised too."""
-    import errno
-
-    codes = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-             errno.EROFS: "the filesystem is read-only", errno.EACCES: "permission denied"}
-    why = codes.get(getattr(exc, "errno", None))
-    text = str(exc)
-    if why is None and ("No space left" in text or "os error 28" in text):
-        why = codes[errno.ENOSPC]
-    if why is None:
-        return None
-    where = getattr(exc, "filename", None) or run_dir
-    return (f"cannot write to {where}: {why}. Free space or fix the permissions (or choose another --run-dir), "
-            "then run the command again (with --resume latest once the run has checkpoints)")
 
 
 def _exit(code: int) -> None:
