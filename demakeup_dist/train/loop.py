@@ -34,7 +34,9 @@ from demakeup_dist.train.distributed import StopRequest, make_accelerator, resol
 from demakeup_dist.train.ema import WeightEMA
 from demakeup_dist.train.evaluation import evaluate, sample_panel
 from demakeup_dist.train.recipe import make_optimizer, make_scheduler
-from demakeup_dist.train.resume import check_resume_compatible, check_same_model, check_same_shards, resolve_resume
+from demakeup_dist.train.resume import (
+    check_resume_compatible, check_same_model, check_same_shards, check_world_size, resolve_resume,
+)
 from demakeup_dist.train.runlock import RunLock
 from demakeup_dist.train.tracking import (
     RunTracker, Throughput, failures_recorded, log, setup_logging,
@@ -71,6 +73,7 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     if start_from is not None:
         check_resume_compatible(run, config)
         check_same_shards(resume_point.state, shards_id, shards, allow_other_shards)
+        world_note = check_world_size(resume_point, world, config.strategy)
     else:
         check_same_model(run, config.model)
 
@@ -126,14 +129,16 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     # DeepSpeed clips inside its engine (gradient_clipping in its config).
     train_step = TrainStep(accelerator, model, optimizer, scheduler, tasks, 0 if deepspeed else config.grad_clip_norm,
                            config.grad_accum)
-    state = ckpt.TrainState(shards_id=shards_id)
+    state = ckpt.TrainState(shards_id=shards_id, world_size=world)
     # The weight average (config ema_decay) is evaluated and saved as best; it resumes with the run.
     ema = WeightEMA(net, config.ema_decay) if config.ema_decay else None
     if start_from is not None:
         for warning in resume_point.passed_over:
             log.warning("warning: %s", warning)
+        if world_note:
+            log.info("%s", world_note)
         ckpt.load_checkpoint(accelerator, start_from, state, ema)
-        state.shards_id = shards_id
+        state.shards_id, state.world_size = shards_id, world
         if is_main:
             run.truncate_metrics(state.global_step)
         log.info("resumed from %s: epoch %d, step %d of the epoch", start_from, state.epoch, state.step_in_epoch)

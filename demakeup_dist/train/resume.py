@@ -137,3 +137,26 @@ def check_same_shards(state: TrainState, shards_id: str, shards: Path, allow_oth
             "to continue on these on purpose"
         )
 
+
+
+def deepspeed_ranks(checkpoint: Path) -> int:
+    """Data-parallel ranks whose ZeRO optimizer shards a DeepSpeed checkpoint holds (0: none, not DeepSpeed)."""
+    return len(list(Path(checkpoint).glob("**/zero_pp_rank_*_mp_rank_00_optim_states.pt")))
+
+
+def check_world_size(point: ResumePoint, world: int, strategy: str) -> str | None:
+    """Before anything is loaded: a line for the log when the process count changed (DDP keeps the same
+    global batches on any count, so the run continues as it would have); ValueError for a DeepSpeed
+    checkpoint of another data-parallel size, whose ZeRO shards DeepSpeed cannot load."""
+    saved = deepspeed_ranks(point.checkpoint) or point.state.world_size
+    if not saved or saved == world:
+        return None
+    if strategy == "deepspeed" or deepspeed_ranks(point.checkpoint):
+        raise ValueError(
+            f"{point.checkpoint} holds DeepSpeed ZeRO state of {saved} data-parallel ranks, this run has {world}: "
+            f"DeepSpeed cannot load it on another count. Resume on {saved} processes (GPUs), or convert it "
+            f"with DeepSpeed's `python -m deepspeed.checkpoint.ds_to_universal --input_folder "
+            f"{point.checkpoint}/pytorch_model --output_folder UNIVERSAL` (loading a universal checkpoint "
+            f"is not built into demakeup yet)")
+    return (f"world size changed: the checkpoint was written by {saved} process(es), this run has {world}; "
+            f"the global batches are the same, so the run continues as it would have (up to float summation order)")
