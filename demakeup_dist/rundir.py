@@ -11,6 +11,7 @@
   checkpoints/step-NNNNNNNN/   full resumable states (train/checkpoint.py), oldest removed first
   samples/epoch-NNNN.png the val panel (input | target | prediction) at each improvement
   train.log              rank 0's log
+  profile/trace-rankR.json   the torch.profiler trace of `--profile-steps` (Perfetto / chrome://tracing)
   STOP                   a request to checkpoint and stop, holding its reason (`demakeup cancel`, the
                          Slurm script, the `--nproc` launcher on Ctrl-C)
   trainer.lock           held by the running trainer (train/runlock.py)
@@ -68,6 +69,9 @@ class RunDir:
 
     def sample_panel(self, epoch: int) -> Path:
         return self.path / "samples" / f"epoch-{epoch:04d}.png"
+
+    def profile_trace(self, rank: int) -> Path:
+        return self.path / "profile" / f"trace-rank{rank}.json"
 
     def slurm_log(self, job_id: str) -> Path:
         """The job's output file; `job_id` "%j" gives sbatch's --output pattern."""

@@ -58,6 +58,8 @@ def train(
     eval_every: Optional[int] = typer.Option(None, help="Evaluate on val every N epochs."),
     save_every_steps: Optional[int] = typer.Option(None, help="Also checkpoint every N steps (0 = epoch ends only)."),
     num_workers: Optional[int] = typer.Option(None, help="Decoding processes per training process."),
+    profile_steps: Optional[str] = typer.Option(None, metavar="A:B", help="Record global steps A..B with "
+                                                "torch.profiler into RUN_DIR/profile/ (open in ui.perfetto.dev)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
     allow_other_shards: bool = typer.Option(False, "--allow-other-shards",
                                             help="Resume even if --shards is not the shard set the run trained on."),
@@ -150,7 +152,7 @@ def _say_stopped(model: str, shards: Path, run_dir: Path, how: str) -> None:
 
 _OVERRIDES = ("epochs", "batch_size", "batch_per_gpu", "grad_accum", "lr", "lr_scaling", "precision", "strategy",
               "zero", "grad_checkpointing", "compile", "compile_mode", "data_cache", "seed", "wandb", "eval_every",
-              "save_every_steps", "num_workers")
+              "save_every_steps", "num_workers", "profile_steps")
 
 
 def _config_overrides(params: dict) -> dict:

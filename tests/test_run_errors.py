@@ -30,6 +30,10 @@ from launcher.train_cli import RETRY_TRAIN
     ("lr", float("inf"), "lr must be a finite number"),
     ("weight_decay", float("nan"), "weight_decay must be a finite number"),
     ("betas", (0.9, float("inf")), "betas must be a finite number"),
+    ("profile_steps", "5:2", "profile_steps '5:2': use A:B with 1 <= A <= B"),
+    ("profile_steps", "10", "profile_steps '10': use A:B"),
+    ("batch_per_gpu", 0, "batch_per_gpu must be >= 1"),
+    ("grad_accum", 0, "grad_accum must be >= 1"),
 ])
 def test_settings_that_would_crash_later_are_refused_up_front(key, value, message):
     with pytest.raises(ValueError, match=message):

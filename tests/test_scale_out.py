@@ -132,3 +132,44 @@ def test_eight_processes_train_like_one(shards, tmp_path):
     # of 8 ranks can move a weight by a fraction of an lr step (1e-2); measured 3.3e-4 after 4 steps.
     a, b = load_file(RunDir(runs[1]).final_weights), load_file(RunDir(runs[8]).final_weights)
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-3
+
+
+@pytest.mark.parametrize("name, precision, tflops", [
+    ("NVIDIA H200", "bf16", 989), ("NVIDIA H100 PCIe", "bf16", 756), ("NVIDIA A100-SXM4-80GB", "bf16", 312),
+    ("NVIDIA L40S", "fp16", 362), ("NVIDIA A10", "bf16", 125), ("NVIDIA H200", "fp32", None),
+    ("Some Future GPU", "bf16", None),
+])
+def test_dense_peak_table(monkeypatch, name, precision, tflops):
+    import torch
+
+    from demakeup_dist.train.utilisation import dense_peak
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    peak, line = dense_peak(torch.device("cuda"), precision)
+    assert peak == (tflops and tflops * 1e12)
+    assert (f"dense bf16 peak of {tflops:g} TFLOPS" in line) if tflops else line.startswith("MFU: no") or \
+        "not reported for fp32" in line
+    assert dense_peak(torch.device("cpu"), "fp32")[0] is None
+
+
+def test_mfu_per_logged_step_and_a_profiler_trace_on_cpu(shards, tmp_path, monkeypatch):
+    import json
+
+    import demakeup_dist.train.loop as loop
+    from demakeup_dist.train.utilisation import train_flops_per_image
+
+    monkeypatch.setattr(loop, "dense_peak", lambda device, precision: (1e12, "MFU against a 1 TFLOPS test peak"))
+    run_dir = tmp_path / "run"
+    train(tiny(epochs=1, log_every=1, profile_steps="2:5"), shards, run_dir)  # 2 steps: the window ends at 2
+    text = RunDir(run_dir).log_file.read_text()
+    assert "MFU against a 1 TFLOPS test peak" in text
+    flops = train_flops_per_image("p1", 32, {})
+    assert flops > 1e8  # p1's convolutions at 32 px, forward + backward
+    logged = re.findall(r"([\d.]+) img/s data-wait \d+% MFU ([\d.]+)%", text)
+    assert len(logged) == 2
+    for img_s, percent in logged:
+        assert float(percent) == pytest.approx(100 * float(img_s) * flops / 1e12, abs=0.06)
+    trace = json.loads(RunDir(run_dir).profile_trace(0).read_text())
+    names = {event.get("name", "") for event in trace["traceEvents"]}
+    assert any("convolution" in name for name in names)  # the train step's own operators
+    assert "profile of steps 2..2" in text

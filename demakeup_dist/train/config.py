@@ -22,6 +22,7 @@ from demakeup_dist.choices import (
 )
 from demakeup_dist.machine import available_cores
 from demakeup_dist.train.typed import convert, describe, like
+from demakeup_dist.train.utilisation import parse_steps
 
 BRIEF_LR = 1e-2  # the course brief's init_lr for official.nlp.optimization.create_optimizer
 
@@ -96,6 +97,8 @@ class TrainConfig:
     """Steps between progress lines / wandb step metrics."""
     stop_check_every: int = 1
     """Steps between the all-rank agreement on a stop request (signal or RUN_DIR/STOP)."""
+    profile_steps: str = ""
+    """A:B: record global optimizer steps A..B with torch.profiler into RUN_DIR/profile/ ("" = off)."""
     sample_panels: int = 1
     """Val images shown in the input | target | prediction panel at each improvement."""
 
@@ -140,6 +143,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        parse_steps(self.profile_steps)
 
     def _floats(self):
         for f in dataclasses.fields(self):

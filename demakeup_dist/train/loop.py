@@ -38,6 +38,7 @@ from demakeup_dist.train.resume import (
     check_resume_compatible, check_same_model, check_same_shards, check_world_size, resolve_resume,
 )
 from demakeup_dist.train.runlock import RunLock
+from demakeup_dist.train.utilisation import StepProfiler, dense_peak, mfu, parse_steps, train_flops_per_image
 from demakeup_dist.train.tracking import (
     RunTracker, Throughput, failures_recorded, log, setup_logging,
 )
@@ -109,6 +110,11 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
              precision, steps_per_epoch, config.epochs, plan.describe(gpus=device.type == "cuda"))
     if device.type == "cuda" and (note := efficiency_note(plan)):
         log.info("%s", note)
+    peak, peak_line = dense_peak(device, precision)
+    log.info("%s", peak_line)
+    flops_per_image = train_flops_per_image(config.model, shard_set.image_size, config.model_args) if peak else 0.0
+    profiler = StepProfiler(parse_steps(config.profile_steps), run.profile_trace(accelerator.process_index),
+                            cuda=device.type == "cuda")
 
     # Same seed on every rank -> identical initial weights; data order is seeded separately per epoch.
     from accelerate.utils import set_seed
@@ -178,11 +184,13 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
                 waited = time.perf_counter()
                 batch = next(batches)
                 meter.data_wait += time.perf_counter() - waited
+                profiler.before(state.global_step + 1)
                 loss = train_step(batch)
                 if ema is not None:
                     ema.update()
 
                 state.step_in_epoch, state.global_step = step_in_epoch + 1, state.global_step + 1
+                profiler.after(state.global_step, last=state.global_step == total_steps)
                 meter.images += config.batch_size
                 loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
                 window_loss, window_steps = window_loss + loss, window_steps + 1
@@ -209,12 +217,16 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
                     mean_loss = (reduce_sum(window_loss) / (window_steps * world)).item()
                     lr = scheduler.get_last_lr()[0]
                     eta = (total_steps - state.global_step) * config.batch_size / max(img_s, 1e-9)
-                    log.info("epoch %d/%d step %d/%d loss %.4f lr %.3g %.1f img/s data-wait %.0f%% ETA %s",
-                             epoch + 1, config.epochs, state.global_step, total_steps, mean_loss, lr, img_s,
-                             100 * wait, hms(eta))
                     step_metrics = {"loss": mean_loss, "lr": lr, "img_per_s": img_s, "data_wait": wait}
+                    if peak:
+                        step_metrics["mfu"] = mfu(img_s, flops_per_image, world, peak)
                     if device.type == "cuda":
                         step_metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                    extra = "".join(f" {label} {fmt % (scale * step_metrics[key])}" for key, label, fmt, scale in (
+                        ("mfu", "MFU", "%.1f%%", 100), ("gpu_mem_gb", "peak mem", "%.2f GB", 1)) if key in step_metrics)
+                    log.info("epoch %d/%d step %d/%d loss %.4f lr %.3g %.1f img/s data-wait %.0f%%%s ETA %s",
+                             epoch + 1, config.epochs, state.global_step, total_steps, mean_loss, lr, img_s,
+                             100 * wait, extra, hms(eta))
                     tracker.log_step(step_metrics, state.global_step)
                     status("running", img_per_s=img_s, eta_s=eta)
                     window_loss, window_steps = torch.zeros((), device=device), 0

@@ -18,6 +18,7 @@ RESUME_MAY_CHANGE = {
     "num_workers", "data_cache", "eval_every", "save_every_steps", "keep_checkpoints", "log_every",
     "stop_check_every", "sample_panels", "wandb", "wandb_project", "wandb_entity", "wandb_group", "wandb_tags",
     "compile", "compile_mode", "precision", "strategy", "zero", "grad_checkpointing", "channels_last",
+    "profile_steps",
 }
 
 
