@@ -94,6 +94,9 @@ def train(
         supervisor = Supervisor(cmd, {**os.environ, **env}, RunDir(run_dir))
         code = supervisor.wait()
         status = RunDir(run_dir).read_status().get("status")
+        if supervisor.aborted and status == "running":  # the ranks were killed before they could say so
+            RunDir(run_dir).write_status({**RunDir(run_dir).read_status(), "status": "aborted",
+                                          "error": "aborted by a second Ctrl-C"})
         if supervisor.aborted or (code == 0 and status in STOP_REASONS):
             _say_stopped(model, shards, run_dir, "aborted" if supervisor.aborted else status)
             raise typer.Exit(EXIT_INTERRUPTED)

@@ -102,12 +102,12 @@ def test_resume_landing_at_an_epoch_end_keeps_that_epochs_train_loss(shards, ref
     def stop_at_step_3(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
-            RunDir(run_dir).stop_file.touch()
+            RunDir(run_dir).request_stop("preempted")
         return real(*args, **kwargs)
 
     with monkeypatch.context() as patch:
         patch.setattr(loop, "restoration_loss", stop_at_step_3)
-        assert train(tiny(), shards, run_dir)["status"] == "preempted"
+        assert train(tiny(), shards, run_dir)["status"] == "preempted"  # the request's reason
     assert not RunDir(run_dir).metrics_file.exists()
     train(tiny(), shards, run_dir, resume="auto")
     assert [r["train_loss"] for r in _records(run_dir)] == [r["train_loss"] for r in _records(reference)]
@@ -328,7 +328,8 @@ def test_deepspeed_checkpoint_of_another_data_parallel_size_is_refused_before_lo
     with pytest.raises(ValueError, match="8 data-parallel ranks"):  # also when resumed with --strategy ddp
         check_world_size(point, 4, "ddp")
     # A DDP checkpoint only says so in the log; one without a recorded world size says nothing.
-    ddp = ResumePoint(RunDir(reference).latest_checkpoint(), ckpt.read_train_state(RunDir(reference).latest_checkpoint()))
+    latest = RunDir(reference).latest_checkpoint()
+    ddp = ResumePoint(latest, ckpt.read_train_state(latest))
     assert ddp.state.world_size == 1 and check_world_size(ddp, 1, "ddp") is None
     assert "written by 1 process(es), this run has 2" in check_world_size(ddp, 2, "ddp")
     (tmp_path / "old").mkdir()

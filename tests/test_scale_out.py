@@ -14,8 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 from demakeup_dist.data.loader import train_plan
-from demakeup_dist.data.shards import write_shards
-from demakeup_dist.data.synth import synth_dataset
+from conftest import synth_shards
 from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.batching import efficiency_note, expected_efficiency, plan_batch
 from demakeup_dist.train.config import TrainConfig, load_config
@@ -27,10 +26,7 @@ DEMAKEUP = [sys.executable, "-m", "launcher.main"]
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     """16 train / 4 val / 4 test triplets at 32 px."""
-    root = tmp_path_factory.mktemp("scale")
-    data = synth_dataset(root / "data", train=16, val=4, test=4, size=32, seed=7, workers=1, progress=False)
-    write_shards(data, root / "shards", samples_per_shard=8, workers=1, progress=False)
-    return root / "shards"
+    return synth_shards(tmp_path_factory.mktemp("scale"), train=16, seed=7)
 
 
 def tiny(**overrides) -> TrainConfig:

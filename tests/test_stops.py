@@ -5,7 +5,6 @@ workers with it."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,8 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from demakeup_dist.data.shards import write_shards
-from demakeup_dist.data.synth import synth_dataset
+from conftest import synth_shards
 from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.distributed import StopRequest, signal_reason
 
@@ -26,10 +24,8 @@ DEMAKEUP = [sys.executable, "-m", "launcher.main"]
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("stops")
-    data = synth_dataset(root / "data", train=16, val=4, test=4, size=32, seed=5, workers=1, progress=False)
-    write_shards(data, root / "shards", samples_per_shard=8, workers=1, progress=False)
-    return root / "shards"
+    """16 train / 4 val / 4 test triplets at 32 px."""
+    return synth_shards(tmp_path_factory.mktemp("stops"), train=16, seed=5)
 
 
 def _start(shards: Path, run_dir: Path, nproc: int) -> subprocess.Popen:
@@ -94,6 +90,20 @@ def test_kill_9_of_the_launcher_takes_its_workers(shards, tmp_path):
     assert not _none_left(run_dir), "workers outlived their launcher"
     # Torch elastic, told by its parent-death signal, stopped the workers the clean way.
     assert RunDir(run_dir).read_status()["status"] == "stopped"
+
+
+def test_second_ctrl_c_kills_the_launch_at_once(shards, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start(shards, run_dir, 2)
+    _training(run_dir, proc)
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(0.05)  # the first one asked for a stop; the ranks need a whole step to obey it
+    os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in out, out
+    assert RunDir(run_dir).read_status()["status"] == "aborted"
+    assert "aborted at step" in out and "nothing saved since step-" in out
+    assert not _none_left(run_dir)
 
 
 def test_second_ctrl_c_aborts_at_once(tmp_path):

@@ -95,6 +95,10 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     accelerator.wait_for_everyone()
     setup_logging(run, is_main)
     precision = resolve_precision(config.precision)
+    log.info("%s on %d process(es) (%s, %s); %s", config.model, world, device, precision,
+             plan.describe(gpus=device.type == "cuda"))
+    if device.type == "cuda" and (note := efficiency_note(plan)):
+        log.info("%s", note)
     workers = config.resolved_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     feed = DataFeed(
         shard_set, with_hr="sr" in tasks, batch_size=local_batch, device=device, cache=config.data_cache,
@@ -106,12 +110,8 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     log.info(feed.describe())
     steps_per_epoch = feed.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
-    log.info("%s on %d process(es) (%s, %s), %d steps/epoch x %d epochs; %s", config.model, world, device,
-             precision, steps_per_epoch, config.epochs, plan.describe(gpus=device.type == "cuda"))
-    if device.type == "cuda" and (note := efficiency_note(plan)):
-        log.info("%s", note)
     peak, peak_line = dense_peak(device, precision)
-    log.info("%s", peak_line)
+    log.info("%d steps/epoch x %d epochs; %s", steps_per_epoch, config.epochs, peak_line)
     flops_per_image = train_flops_per_image(config.model, shard_set.image_size, config.model_args) if peak else 0.0
     profiler = StepProfiler(parse_steps(config.profile_steps), run.profile_trace(accelerator.process_index),
                             cuda=device.type == "cuda")
