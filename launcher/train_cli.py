@@ -123,11 +123,12 @@ def train(
             _exit(2)
     ended = result.get("status", "finished")
     if ended in STOP_REASONS:
-        # Inside a launch a clean stop is a success, or torch elastic reports the ranks as failed;
-        # the command the user started (here or the --nproc launcher) says "interrupted".
+        # Inside a launch or a job script a clean stop is a success, or torch elastic / accelerate report
+        # the ranks as failed (the job script reads the status); the command the user started (here or
+        # the --nproc launcher) says "interrupted".
         if os.environ.get("RANK", "0") == "0" and os.environ.get("DEMAKEUP_RELAUNCHED") != "1":
             _say_stopped(model, shards, run_dir, ended)
-        _exit(0 if launched() else EXIT_INTERRUPTED)
+        _exit(0 if launched() or "SLURM_JOB_ID" in os.environ else EXIT_INTERRUPTED)
     typer.echo(f"run dir: {run_dir} ({ended})", err=True)
     _exit(0)
 
