@@ -148,7 +148,8 @@ def _say_stopped(model: str, shards: Path, run_dir: Path, how: str) -> None:
     latest = run.latest_checkpoint()
     saved = (f"checkpoint {latest.name}" if how != "aborted" else
              f"nothing saved since {latest.name if latest else 'the start'}")
-    again = (f"continue with: demakeup train {model} --shards {shards} --run-dir {run_dir} --resume latest"
+    command = "submit" if "SLURM_JOB_ID" in os.environ else "train"  # a job is continued by another job
+    again = (f"continue with: demakeup {command} {model} --shards {shards} --run-dir {run_dir} --resume latest"
              if latest else "nothing to continue from")
     typer.secho(f"{how} at step {run.read_status().get('step', 0)} ({saved}); {again}", err=True,
                 fg=typer.colors.YELLOW)
