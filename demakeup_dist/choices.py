@@ -24,9 +24,14 @@ DATA_CACHES = ("auto", "device", "host", "off")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 LOSSES = ("mse", "l1", "charbonnier", "psnr")
 """train/recipe.py's pixel_loss."""
+LR_SCALINGS = ("none", "linear", "sqrt")
+"""How the peak learning rate follows the global batch from the recipe's 64 (train/batching.py)."""
 RESUME_MODES = ("auto", "latest")
 """How `--resume` continues a run dir: auto = from its newest checkpoint if any, else from the start;
 latest = from its newest checkpoint, which must exist. (`demakeup train` also takes a checkpoint dir.)"""
+STOP_REASONS = ("stopped", "preempted")
+"""How a clean stop ends (status.json): stopped on purpose (Ctrl-C, SIGTERM outside Slurm, `demakeup
+cancel`), or preempted (USR1, Slurm's SIGTERM: a time limit or preemption; the job requeues and resumes)."""
 SPLITS = ("train", "val", "test")
 TASKS = ("demakeup", "sr")
 """The outputs a network can have: the de-made-up image, and (p4) the 4x super-resolved input."""

@@ -3,14 +3,17 @@
 `RunDir` is the one place that knows its layout; every other module asks it for a path or a record:
 
   config.yaml            the resolved TrainConfig; a resume compares its options with it
-  status.json            what the trainer is doing: running / preempted / finished / failed, step, heartbeat
+  status.json            what the trainer is doing: running / stopped / preempted / aborted / finished /
+                         failed, step, heartbeat
   metrics.jsonl          one JSON record per evaluation (cut back to the checkpoint on a resume)
   results.json           the best weights' test metrics, written when the run has finished
   best.safetensors       the best weights by val PSNR; model.safetensors: the last epoch's
   checkpoints/step-NNNNNNNN/   full resumable states (train/checkpoint.py), oldest removed first
   samples/epoch-NNNN.png the val panel (input | target | prediction) at each improvement
   train.log              rank 0's log
-  STOP                   a request to checkpoint and stop (`demakeup cancel`, the Slurm script)
+  profile/trace-rankR.json   the torch.profiler trace of `--profile-steps` (Perfetto / chrome://tracing)
+  STOP                   a request to checkpoint and stop, holding its reason (`demakeup cancel`, the
+                         Slurm script, the `--nproc` launcher on Ctrl-C)
   trainer.lock           held by the running trainer (train/runlock.py)
   wandb_id.txt, wandb/   the wandb run a resume continues; wandb's offline files
   submissions.json, job.sbatch, slurm-JOBID.out   the Slurm jobs of the run (launch/submit.py)
@@ -29,11 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from demakeup_dist import atomic
+from demakeup_dist.choices import STOP_REASONS
 
 if TYPE_CHECKING:
     from demakeup_dist.train.config import TrainConfig
 
 _CHECKPOINT = re.compile(r"^step-(\d{8})$")
+
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ class RunDir:
 
     def sample_panel(self, epoch: int) -> Path:
         return self.path / "samples" / f"epoch-{epoch:04d}.png"
+
+    def profile_trace(self, rank: int) -> Path:
+        return self.path / "profile" / f"trace-rank{rank}.json"
 
     def slurm_log(self, job_id: str) -> Path:
         """The job's output file; `job_id` "%j" gives sbatch's --output pattern."""
@@ -133,14 +141,20 @@ class RunDir:
 
         atomic.write_text(self.config_file, config_yaml(config))
 
-    def request_stop(self) -> None:
-        self.stop_file.touch()
+    def request_stop(self, reason: str = "stopped") -> None:
+        """Ask the trainer to checkpoint and stop; `reason` (STOP_REASONS) becomes its final status."""
+        atomic.write_text(self.stop_file, reason + "\n")
 
     def clear_stop(self) -> None:
         self.stop_file.unlink(missing_ok=True)
 
-    def stop_requested(self) -> bool:
-        return self.stop_file.exists()
+    def stop_requested(self) -> str | None:
+        """The reason of a pending stop request ("stopped" when the file names none), or None."""
+        try:
+            text = self.stop_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return text if text in STOP_REASONS else "stopped"
 
     def submissions(self) -> list[dict[str, Any]]:
         """The Slurm jobs submitted for this run, oldest first."""

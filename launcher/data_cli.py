@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from launcher.errors import user_errors
+from launcher.errors import storage_errors, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +40,8 @@ def shard(
     from demakeup_dist.data.shards import default_out, write_shards
 
     out = out or default_out(src)
-    with user_errors():
+    retry = "Free space or fix the permissions (or choose another --out), then run the command again"
+    with user_errors(), storage_errors(out, retry):
         manifest = write_shards(src, out, size=size, skip_bad=skip_bad, workers=workers,
                                 samples_per_shard=samples_per_shard, overwrite=overwrite)
     s = manifest["image_size"]

@@ -33,6 +33,7 @@ DataCache = choice_enum("DataCache", choices.DATA_CACHES)
 CompileMode = choice_enum("CompileMode", choices.COMPILE_MODES)
 Split = choice_enum("Split", choices.SPLITS)
 Device = choice_enum("Device", choices.DEVICES)
+LrScaling = choice_enum("LrScaling", choices.LR_SCALINGS)
 
 ALL_MODELS = ",".join(choices.MODEL_NAMES)
 MODELS_HELP = f"Comma-separated networks, any of {ALL_MODELS}."

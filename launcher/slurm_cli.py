@@ -49,8 +49,9 @@ def submit(
     """
     from demakeup_dist.launch.render import JobOptions, render, validate
     from demakeup_dist.launch.submit import check_inputs, run_local, submit as submit_job
-    from demakeup_dist.rundir import new_run_dir
-    from launcher.train_cli import check_train_options
+    from demakeup_dist.choices import STOP_REASONS
+    from demakeup_dist.rundir import RunDir, new_run_dir
+    from launcher.train_cli import EXIT_INTERRUPTED, check_train_options
 
     model, strategy, zero, precision = plain(model), plain(strategy), int(plain(zero)), plain(precision)
     with user_errors():
@@ -69,10 +70,11 @@ def submit(
         )
         template = template.resolve() if template else None
         # Everything the job would refuse once it leaves the queue is refused here, --dry-run included.
-        validate(opts)
-        check_train_options(model, opts.shards, opts.train_args, config=opts.config, run_dir=opts.run_dir,
-                            resume=resume is not None, strategy=strategy, zero=zero, precision=precision)
+        layout = validate(opts)
+        cfg = check_train_options(model, opts.shards, opts.train_args, config=opts.config, run_dir=opts.run_dir,
+                                  resume=resume is not None, strategy=strategy, zero=zero, precision=precision)
         check_inputs(opts, resume)
+        _say_batch(cfg, layout.processes, gpus > 0)
         if dry_run:
             sys.stdout.write(render(opts, template))
             typer.echo(f"(dry run: nothing submitted; run dir would be {opts.run_dir})", err=True)
@@ -80,7 +82,11 @@ def submit(
         command = ["demakeup", *sys.argv[1:]]
         if local:
             sub, code = run_local(opts, template=template, command=command, resume=resume)
-            typer.echo(f"local job ended with exit code {code}; run dir {sub.run_dir}; log {sub.log}", err=True)
+            ended = RunDir(sub.run_dir).read_status().get("status")
+            if code == 0 and ended in STOP_REASONS:
+                code = EXIT_INTERRUPTED
+            typer.echo(f"local job ended with exit code {code} ({ended}); run dir {sub.run_dir}; log {sub.log}",
+                       err=True)
             raise typer.Exit(code)
         sub = submit_job(opts, template=template, command=command, resume=resume)
     typer.echo(f"job id:  {sub.job_id}")
@@ -88,6 +94,16 @@ def submit(
     typer.echo(f"log:     {sub.log}")
     typer.echo(f"wandb:   {sub.wandb_id or 'run id known once training starts (demakeup status)'}")
     typer.echo(f"watch:   demakeup status {sub.job_id}")
+
+
+def _say_batch(cfg, processes: int, gpus: bool) -> None:
+    """The batch line (and the scaling advice when the per-GPU batch is small), before anything is queued."""
+    from demakeup_dist.train.batching import efficiency_note, plan_batch
+
+    plan = plan_batch(cfg, processes)
+    typer.echo(plan.describe(gpus=gpus), err=True)
+    if gpus and (note := efficiency_note(plan)):
+        typer.secho(note, err=True, fg=typer.colors.YELLOW)
 
 
 def _resume_target(run_dir: Path | None, resume: str | None) -> tuple[Path | None, str | None]:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import typer
 
-from launcher.errors import user_errors
+from demakeup_dist.choices import STOP_REASONS
+from launcher.errors import storage_problem, user_errors
 from launcher.options import (
-    MODEL_CHECK_HELP, RESUME_HELP, CompileMode, DataCache, Model, Precision, Split, Strategy, WandbMode, ZeroStage, plain,
+    MODEL_CHECK_HELP, RESUME_HELP, CompileMode, DataCache, LrScaling, Model, Precision, Split, Strategy, WandbMode,
+    ZeroStage, plain,
 )
+
+if TYPE_CHECKING:
+    from demakeup_dist.train.config import TrainConfig
 
 SET_HELP = ("Any config key, VALUE read as YAML; repeatable. `model_args.NAME=VALUE` sets one network option, "
             "e.g. --set model_args.residual=true --set weight_decay=0. Recorded in the run dir's config.")
@@ -26,8 +30,15 @@ def train(
     config: Optional[Path] = typer.Option(None, help="YAML config (default: configs/MODEL.yaml). CLI options override it."),
     run_dir: Optional[Path] = typer.Option(None, help="Where checkpoints, metrics and weights go (default: runs/MODEL-TIME)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs (brief: 300)."),
-    batch_size: Optional[int] = typer.Option(None, help="GLOBAL batch, split across all processes (brief: 64)."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (brief: 1e-2)."),
+    batch_size: Optional[int] = typer.Option(None, help="GLOBAL batch, split across all processes (brief: 64): "
+                                             "the same batches on any process count."),
+    batch_per_gpu: Optional[int] = typer.Option(None, help="Images per process (GPU) instead: global batch = N x "
+                                                "--grad-accum x processes. Excludes --batch-size."),
+    grad_accum: Optional[int] = typer.Option(None, help="Forward passes summed per optimizer step, for a batch "
+                                             "that does not fit one pass per GPU (default 1)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate at the reference batch 64 (brief: 1e-2)."),
+    lr_scaling: Optional[LrScaling] = typer.Option(None, help="How the peak lr follows the global batch G: none, "
+                                                   "linear (lr x G/64) or sqrt (lr x sqrt(G/64)); default none."),
     precision: Optional[Precision] = typer.Option(None, help="auto = bf16 on a bf16 GPU, else fp32."),
     strategy: Optional[Strategy] = typer.Option(None, help="ddp (default) or deepspeed (ZeRO, see --zero)."),
     zero: Optional[ZeroStage] = typer.Option(None, help="DeepSpeed ZeRO stage."),
@@ -48,6 +59,8 @@ def train(
     eval_every: Optional[int] = typer.Option(None, help="Evaluate on val every N epochs."),
     save_every_steps: Optional[int] = typer.Option(None, help="Also checkpoint every N steps (0 = epoch ends only)."),
     num_workers: Optional[int] = typer.Option(None, help="Decoding processes per training process."),
+    profile_steps: Optional[str] = typer.Option(None, metavar="A:B", help="Record global steps A..B with "
+                                                "torch.profiler into RUN_DIR/profile/ (open in ui.perfetto.dev)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP),
     allow_other_shards: bool = typer.Option(False, "--allow-other-shards",
                                             help="Resume even if --shards is not the shard set the run trained on."),
@@ -69,12 +82,29 @@ def train(
         check_strategy(cfg.strategy)
         if os.environ.get("RANK", "0") == "0":  # the rank that logs to wandb
             check_wandb(cfg.wandb)
+    from demakeup_dist.rundir import RunDir, new_run_dir
+    from demakeup_dist.train.supervise import Supervisor, die_with_parent
+
     deepspeed = cfg.strategy == "deepspeed"
     if (nproc > 1 or deepspeed) and not launched():
-        cmd, env = relaunch_command(nproc, cfg.precision, sys.argv[1:], zero=cfg.zero if deepspeed else None)
-        raise typer.Exit(subprocess.call(cmd, env={**os.environ, **env}))
+        argv = sys.argv[1:]
+        if run_dir is None:  # one run dir for every rank, named here
+            run_dir = new_run_dir(model)
+            argv += ["--run-dir", str(run_dir)]
+        cmd, env = relaunch_command(nproc, cfg.precision, argv, zero=cfg.zero if deepspeed else None)
+        supervisor = Supervisor(cmd, {**os.environ, **env}, RunDir(run_dir))
+        code = supervisor.wait()
+        status = RunDir(run_dir).read_status().get("status")
+        if supervisor.aborted and status == "running":  # the ranks were killed before they could say so
+            RunDir(run_dir).write_status({**RunDir(run_dir).read_status(), "status": "aborted",
+                                          "error": "aborted by a second Ctrl-C"})
+        if supervisor.aborted or (code == 0 and status in STOP_REASONS):
+            _say_stopped(model, shards, run_dir, "aborted" if supervisor.aborted else status)
+            raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(code)
+    if launched():
+        die_with_parent()  # a worker never outlives its launcher
 
-    from demakeup_dist.rundir import new_run_dir
     from demakeup_dist.train.loop import NonFiniteLoss, train as run_training
 
     with user_errors():
@@ -84,17 +114,51 @@ def train(
         except NonFiniteLoss as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             _exit(3)
+        except KeyboardInterrupt:
+            _say_stopped(model, shards, run_dir, "aborted")
+            _exit(EXIT_INTERRUPTED)
         except Exception as exc:
-            if (problem := storage_problem(exc, run_dir)) is None:
+            if (problem := storage_problem(exc, run_dir, RETRY_TRAIN)) is None:
                 raise
             typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
             _exit(2)
-    typer.echo(f"run dir: {run_dir} ({result.get('status', 'finished')})", err=True)
+    ended = result.get("status", "finished")
+    if ended in STOP_REASONS:
+        # Inside a launch or a job script a clean stop is a success, or torch elastic / accelerate report
+        # the ranks as failed (the job script reads the status); the command the user started (here or
+        # the --nproc launcher) says "interrupted".
+        if os.environ.get("RANK", "0") == "0" and os.environ.get("DEMAKEUP_RELAUNCHED") != "1":
+            _say_stopped(model, shards, run_dir, ended)
+        _exit(0 if launched() or "SLURM_JOB_ID" in os.environ else EXIT_INTERRUPTED)
+    typer.echo(f"run dir: {run_dir} ({ended})", err=True)
     _exit(0)
 
 
-_OVERRIDES = ("epochs", "batch_size", "lr", "precision", "strategy", "zero", "grad_checkpointing", "compile",
-              "compile_mode", "data_cache", "seed", "wandb", "eval_every", "save_every_steps", "num_workers")
+RETRY_TRAIN = ("Free space or fix the permissions (or choose another --run-dir), then run the command again "
+               "(with --resume latest once the run has checkpoints)")
+
+EXIT_INTERRUPTED = 130
+"""The exit code of a training that stopped before its end on request (128 + SIGINT, as shells use)."""
+
+
+def _say_stopped(model: str, shards: Path, run_dir: Path, how: str) -> None:
+    """The one line a stopped, preempted or aborted training ends with."""
+    from demakeup_dist.rundir import RunDir
+
+    run = RunDir(run_dir)
+    latest = run.latest_checkpoint()
+    saved = (f"checkpoint {latest.name}" if how != "aborted" else
+             f"nothing saved since {latest.name if latest else 'the start'}")
+    command = "submit" if "SLURM_JOB_ID" in os.environ else "train"  # a job is continued by another job
+    again = (f"continue with: demakeup {command} {model} --shards {shards} --run-dir {run_dir} --resume latest"
+             if latest else "nothing to continue from")
+    typer.secho(f"{how} at step {run.read_status().get('step', 0)} ({saved}); {again}", err=True,
+                fg=typer.colors.YELLOW)
+
+
+_OVERRIDES = ("epochs", "batch_size", "batch_per_gpu", "grad_accum", "lr", "lr_scaling", "precision", "strategy",
+              "zero", "grad_checkpointing", "compile", "compile_mode", "data_cache", "seed", "wandb", "eval_every",
+              "save_every_steps", "num_workers", "profile_steps")
 
 
 def _config_overrides(params: dict) -> dict:
@@ -103,11 +167,11 @@ def _config_overrides(params: dict) -> dict:
 
 
 def check_train_options(model: str, shards: Path, args: Sequence[str], *, config: Path | None, run_dir: Path,
-                        resume: bool, **launcher_options) -> None:
+                        resume: bool, **launcher_options) -> "TrainConfig":
     """Refuse now what `demakeup train MODEL --shards SHARDS ARGS` would refuse once a queued job starts:
     the train command's own parser first, then the config the options resolve to. `launcher_options`
     are the TrainConfig values the launcher adds itself (strategy, zero, precision). A parser error
-    propagates as typer's own usage error (exit 2, "Usage: demakeup train ...")."""
+    propagates as typer's own usage error (exit 2, "Usage: demakeup train ..."). Returns the config."""
     from demakeup_dist.train.config import parse_sets
     from demakeup_dist.train.resume import resolve_config
     from demakeup_dist.train.tracking import check_wandb
@@ -119,25 +183,7 @@ def check_train_options(model: str, shards: Path, args: Sequence[str], *, config
     cfg = resolve_config(model, config, run_dir, "auto" if resume else None, parse_sets(ctx.params["sets"] or []),
                           overrides)
     check_wandb(cfg.wandb)  # the job inherits this environment, credentials included
-
-
-def storage_problem(exc: BaseException, run_dir: Path) -> str | None:
-    """A one-line explanation when `exc` means the run dir cannot be written (full, read-only, no
-    permission); None for anything else. Libraries wrap the OS error (torch: RuntimeError, safetensors:
-    SafetensorError), so their messages are recognised too."""
-    import errno
-
-    codes = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-             errno.EROFS: "the filesystem is read-only", errno.EACCES: "permission denied"}
-    why = codes.get(getattr(exc, "errno", None))
-    text = str(exc)
-    if why is None and ("No space left" in text or "os error 28" in text):
-        why = codes[errno.ENOSPC]
-    if why is None:
-        return None
-    where = getattr(exc, "filename", None) or run_dir
-    return (f"cannot write to {where}: {why}. Free space or fix the permissions (or choose another --run-dir), "
-            "then run the command again (with --resume latest once the run has checkpoints)")
+    return cfg
 
 
 def _exit(code: int) -> None:

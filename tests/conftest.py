@@ -45,6 +45,16 @@ def build_dataset(tmp_path: Path, n: int | dict[str, int] = 4, size: int = 16, *
     return root
 
 
+def synth_shards(root: Path, *, train: int, seed: int, size: int = 32, per_shard: int = 8) -> Path:
+    """Synthetic faces (`train` + 4 val + 4 test triplets at `size` px) packed as root/shards."""
+    from demakeup_dist.data.shards import write_shards
+    from demakeup_dist.data.synth import synth_dataset
+
+    data = synth_dataset(root / "data", train=train, val=4, test=4, size=size, seed=seed, workers=1, progress=False)
+    write_shards(data, root / "shards", samples_per_shard=per_shard, workers=1, progress=False)
+    return root / "shards"
+
+
 @pytest.fixture
 def make_dataset():
     """Factory: make_dataset(tmp_path, n=4, size=16, hr_folder="high_r", names=None) -> dataset root."""

@@ -20,7 +20,8 @@ from demakeup_dist.launch.status import stale_heartbeat
 from demakeup_dist.rundir import RunDir
 from demakeup_dist.train.config import TrainConfig
 from launcher.main import app
-from launcher.train_cli import storage_problem
+from launcher.errors import storage_problem
+from launcher.train_cli import RETRY_TRAIN
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -29,6 +30,10 @@ from launcher.train_cli import storage_problem
     ("lr", float("inf"), "lr must be a finite number"),
     ("weight_decay", float("nan"), "weight_decay must be a finite number"),
     ("betas", (0.9, float("inf")), "betas must be a finite number"),
+    ("profile_steps", "5:2", "profile_steps '5:2': use A:B with 1 <= A <= B"),
+    ("profile_steps", "10", "profile_steps '10': use A:B"),
+    ("batch_per_gpu", 0, "batch_per_gpu must be >= 1"),
+    ("grad_accum", 0, "grad_accum must be >= 1"),
 ])
 def test_settings_that_would_crash_later_are_refused_up_front(key, value, message):
     with pytest.raises(ValueError, match=message):
@@ -47,13 +52,13 @@ def test_settings_that_would_crash_later_are_refused_up_front(key, value, messag
                   "left on device\" })"), "the disk is full"),
 ])
 def test_storage_problems_are_explained_in_one_line(exc, expected):
-    message = storage_problem(exc, Path("runs/x"))
+    message = storage_problem(exc, Path("runs/x"), RETRY_TRAIN)
     assert expected in message and "--resume latest" in message and "\n" not in message
 
 
 def test_storage_problem_leaves_other_errors_alone():
-    assert storage_problem(RuntimeError("shape mismatch"), Path("runs/x")) is None
-    assert storage_problem(OSError(errno.EIO, "I/O error"), Path("runs/x")) is None
+    assert storage_problem(RuntimeError("shape mismatch"), Path("runs/x"), RETRY_TRAIN) is None
+    assert storage_problem(OSError(errno.EIO, "I/O error"), Path("runs/x"), RETRY_TRAIN) is None
 
 
 def test_full_disk_during_training_is_one_line_and_status_failed(tmp_path, monkeypatch):
@@ -121,3 +126,23 @@ def test_status_of_a_killed_local_trainer_is_stale(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"running (STALE: its trainer (pid {dead.pid} on this host) is gone)" in result.output
     assert stale_heartbeat(_status(host=socket.gethostname(), pid=os.getpid())) is None
+
+
+@pytest.mark.parametrize("code, why", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "the filesystem is read-only")])
+def test_shard_onto_a_full_or_read_only_disk_is_one_line_naming_the_target(make_dataset, tmp_path, monkeypatch,
+                                                                           code, why):
+    import demakeup_dist.data.shards as shards
+
+    root, out = make_dataset(tmp_path, n=2, size=16), tmp_path / "out"
+
+    def refused(job):  # what the filesystem answers a shard write (the temporary set's file)
+        raise OSError(code, os.strerror(code), str(job.path))
+
+    monkeypatch.setattr(shards, "_write_shard", refused)
+    result = CliRunner().invoke(app, ["shard", str(root), "--out", str(out), "--workers", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: cannot write to {out}: {why}. Free space or fix the permissions (or choose another --out), "
+        "then run the command again")  # after the progress bars
+    assert "Traceback" not in result.output
+    assert not out.exists() and not list(tmp_path.glob(".out*"))  # nothing half-written is left

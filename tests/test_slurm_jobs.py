@@ -275,7 +275,7 @@ def test_cancel_checkpoints_and_does_not_requeue(jobs):
     assert f"asked Slurm job {jobs['ids']['D']} to checkpoint and stop" in cancel.stdout
     assert "demakeup: TERM: asking the training to checkpoint and stop" in log_of(d, jobs["ids"]["D"])
     assert jobs["info"]["D"]["JobState"] == "COMPLETED" and jobs["info"]["D"]["Restarts"] == "0"
-    assert status_of(d)["status"] == "preempted" and RunDir(d).checkpoints()
+    assert status_of(d)["status"] == "stopped" and RunDir(d).checkpoints()
     assert "requeue" not in log_of(d, jobs["ids"]["D"])
 
 

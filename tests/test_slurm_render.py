@@ -250,6 +250,32 @@ def test_dry_run_prints_exactly_the_script(tmp_path, shards):
     expected = render(opts(tmp_path, gpus=8, shards=shards, run_dir=tmp_path / "r", python=sys.executable))
     assert result.stdout == expected
     assert "dry run" in result.stderr and not (tmp_path / "r").exists()
+    # The recipe's global batch on 8 GPUs: the layout, and the scaling model's warning with its advice.
+    assert "batch: 8 GPUs x 8 per GPU x 1 accumulation = global batch 64, peak lr 0.01\n" in result.stderr
+    assert "expected scaling efficiency ~39% (the project's model" in result.stderr
+    assert "--batch-per-gpu 64 --lr-scaling sqrt (global 512)" in result.stderr
+
+
+@pytest.mark.parametrize("extra, line", [
+    (["--batch-per-gpu", "64", "--lr-scaling", "linear"],
+     "batch: 8 GPUs x 64 per GPU x 1 accumulation = global batch 512, peak lr 0.08 (linear scaling from batch 64)"),
+    (["--batch-size", "128", "--grad-accum", "2"],
+     "batch: 8 GPUs x 8 per GPU x 2 accumulation = global batch 128, peak lr 0.01"),
+])
+def test_dry_run_states_the_batch_layout(tmp_path, shards, extra, line):
+    result = run_cli(["submit", "p4", "--gpus", "8", "--shards", str(shards), "--run-dir", str(tmp_path / "r"),
+                      "--dry-run", "--", *extra])
+    assert result.exit_code == 0, result.output
+    assert line in result.stderr
+    assert ("expected scaling efficiency" in result.stderr) == ("--batch-size" in extra)  # 8 per GPU is small
+
+
+def test_dry_run_refuses_a_batch_that_does_not_split(tmp_path, shards):
+    result = run_cli(["submit", "p4", "--gpus", "8", "--shards", str(shards), "--run-dir", str(tmp_path / "r"),
+                      "--dry-run", "--", "--batch-size", "96", "--grad-accum", "5"])
+    assert result.exit_code == 2
+    assert ("--batch-size 96 does not split over 8 process(es) x 5 accumulation step(s): use --grad-accum 1 or 2 or "
+            "3 or 4") in result.output
 
 
 def test_submit_saves_script_and_command_not_secrets(tmp_path, shards, monkeypatch):

@@ -43,6 +43,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from demakeup_dist.data.codec import decode_rgb
+from demakeup_dist.data.pool import ignore_sigint
 from demakeup_dist.data.scan import ROLES
 from demakeup_dist.data.shardset import MEMBERS, MemberIndex, ShardSet, Split
 
@@ -124,8 +125,13 @@ def stream(shards: ShardSet, split: str, plan: list[Batch], *, with_hr: bool, nu
     source = _BatchStream(data, shards.member_index(split), plan, {r: sizes[r] for r in roles}, uint8, defer)
     # batch_size=None: the dataset yields whole batches. A worker without batches is never started
     # (min), so no worker can fail with "no samples" on a tiny split.
+    # Workers ignore Ctrl-C: the trainer turns it into a clean stop and still needs their batches.
     return iter(DataLoader(source, batch_size=None, num_workers=min(num_workers, len(plan)),
-                           pin_memory=torch.cuda.is_available()))
+                           pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init))
+
+
+def _worker_init(worker_id: int) -> None:
+    ignore_sigint()
 
 
 def unit_float(pixels: torch.Tensor) -> torch.Tensor:

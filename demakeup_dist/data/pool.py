@@ -22,7 +22,7 @@ def worker_count(workers: int | None) -> int:
     return workers
 
 
-def _ignore_sigint() -> None:
+def ignore_sigint() -> None:
     # Ctrl-C must reach only the parent, which stops the pool and removes its temporary output;
     # otherwise every worker prints its own KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -53,7 +53,7 @@ def parallel_map(
                 bar.update(weight)
             return results
         chunksize = max(1, min(16, len(items) // (workers * 8)))
-        with multiprocessing.Pool(min(workers, len(items)), initializer=_ignore_sigint) as pool:
+        with multiprocessing.Pool(min(workers, len(items)), initializer=ignore_sigint) as pool:
             for result, weight in zip(pool.imap(fn, items, chunksize=chunksize), weights):
                 results.append(result)
                 bar.update(weight)

@@ -7,8 +7,10 @@ recorded: secrets such as WANDB_API_KEY reach the job through it, not through fi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from typing import TextIO
 from demakeup_dist import atomic
 from demakeup_dist.launch.render import JobOptions, render, validate
 from demakeup_dist.rundir import RunDir
+from demakeup_dist.train.supervise import die_with_parent
 
 
 @dataclass(frozen=True)
@@ -97,15 +100,38 @@ def run_local(opts: JobOptions, *, template: Path | None = None, command: list[s
     env = {**os.environ, "DEMAKEUP_LOCAL": "1", "SLURM_JOB_ID": str(os.getpid()), "SLURM_JOB_NODELIST":
            socket.gethostname(), "SLURM_JOB_NUM_NODES": "1", "SLURM_NNODES": "1", "SLURM_NODEID": "0",
            "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_RESTART_COUNT": "0"}
+    # The script runs in a session of its own and gets Ctrl-C, TERM and USR1 from here, once: it traps
+    # them into a checkpoint and a stop, as under Slurm; a second Ctrl-C kills it at once.
     with open(submission.log, "a", encoding="utf-8") as log, subprocess.Popen(
-        ["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    ) as proc:
+        ["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        start_new_session=True, preexec_fn=lambda: die_with_parent(signal.SIGTERM),
+    ) as proc, _forwarding_signals(proc):
         assert proc.stdout is not None
         for line in proc.stdout:  # tee: the terminal and the log
             out.write(line)
             log.write(line)
             log.flush()
     return submission, proc.returncode
+
+
+@contextlib.contextmanager
+def _forwarding_signals(proc: subprocess.Popen):
+    forwarded: list[int] = []
+
+    def forward(signum, frame) -> None:
+        if signum == signal.SIGINT and signal.SIGINT in forwarded:
+            os.killpg(proc.pid, signal.SIGKILL)  # the training follows by its parent-death signal
+        elif signum not in forwarded:
+            forwarded.append(signum)
+            proc.send_signal(signum)
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    previous = {sig: signal.signal(sig, forward) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _prepare(opts: JobOptions, template: Path | None, resume: str | None) -> str:

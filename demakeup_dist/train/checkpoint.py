@@ -45,6 +45,8 @@ class TrainState:
     loss_steps: int = 0
     shards_id: str = ""
     """`shards.shard_set_id` of the data the run trains on; a resume onto other data is refused."""
+    world_size: int = 0
+    """Processes (data-parallel ranks) that wrote the checkpoint; 0: not recorded (older checkpoints)."""
 
     def state_dict(self) -> dict:
         return asdict(self)

@@ -18,10 +18,11 @@ from typing import Any
 import yaml
 
 from demakeup_dist.choices import (
-    COMPILE_MODES, DATA_CACHES, LOSSES, PRECISIONS, STRATEGIES, WANDB_MODES, ZERO_STAGES, check_choice,
+    COMPILE_MODES, DATA_CACHES, LOSSES, LR_SCALINGS, PRECISIONS, STRATEGIES, WANDB_MODES, ZERO_STAGES, check_choice,
 )
 from demakeup_dist.machine import available_cores
 from demakeup_dist.train.typed import convert, describe, like
+from demakeup_dist.train.utilisation import parse_steps
 
 BRIEF_LR = 1e-2  # the course brief's init_lr for official.nlp.optimization.create_optimizer
 
@@ -37,9 +38,17 @@ class TrainConfig:
 
     epochs: int = 300
     batch_size: int = 64
-    """Global batch: split evenly across all processes (must divide by the process count)."""
+    """Global batch: split evenly across all processes and accumulation steps (must divide by their
+    product). With batch_per_gpu set, the run records here the global batch that follows from it."""
+    batch_per_gpu: int | None = None
+    """Images per process and forward pass; the global batch is then batch_per_gpu x grad_accum x
+    processes (None: batch_size decides). See train/batching.py."""
+    grad_accum: int = 1
+    """Forward passes whose gradients are summed per optimizer step (a global batch too big for one pass)."""
     lr: float = BRIEF_LR
-    """Peak learning rate of the warm-up / linear-decay schedule."""
+    """Peak learning rate of the warm-up / linear-decay schedule at the reference batch of 64."""
+    lr_scaling: str = "none"
+    """How the peak lr follows the global batch G: none, linear (lr x G/64) or sqrt (lr x sqrt(G/64))."""
     warmup_fraction: float = 0.1
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
@@ -89,6 +98,8 @@ class TrainConfig:
     """Steps between progress lines / wandb step metrics."""
     stop_check_every: int = 1
     """Steps between the all-rank agreement on a stop request (signal or RUN_DIR/STOP)."""
+    profile_steps: str = ""
+    """A:B: record global optimizer steps A..B with torch.profiler into RUN_DIR/profile/ ("" = off)."""
     sample_panels: int = 1
     """Val images shown in the input | target | prediction panel at each improvement."""
 
@@ -115,6 +126,11 @@ class TrainConfig:
              "ema_decay needs every parameter on every rank: not with DeepSpeed ZeRO-3 (use --zero 1 or 2)"),
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.batch_per_gpu is None or self.batch_per_gpu >= 1,
+             f"batch_per_gpu must be >= 1 (or null), got {self.batch_per_gpu}"),
+            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+            (self.grad_accum == 1 or self.strategy == "ddp",
+             "grad_accum > 1 is built for --strategy ddp only: with deepspeed use more GPUs or a smaller batch"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 <= self.warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
@@ -128,6 +144,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        parse_steps(self.profile_steps)
 
     def _floats(self):
         for f in dataclasses.fields(self):
@@ -252,7 +269,8 @@ def config_yaml(config: TrainConfig) -> str:
 
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
 _CHOICES = {"precision": PRECISIONS, "strategy": STRATEGIES, "wandb": WANDB_MODES, "data_cache": DATA_CACHES,
-            "compile_mode": COMPILE_MODES, "zero": ZERO_STAGES, "loss": LOSSES}
+            "compile_mode": COMPILE_MODES, "zero": ZERO_STAGES, "loss": LOSSES,
+            "lr_scaling": LR_SCALINGS}
 """The fields whose value is one of a fixed set (demakeup_dist/choices.py)."""
 
 

@@ -71,16 +71,20 @@ def make_accelerator(config: TrainConfig, micro_batch_for_deepspeed: int | None 
 
 
 class StopRequest:
-    """Set by SIGUSR1 / SIGTERM or by the run dir's stop request (`RunDir.request_stop`); `agreed()` is a collective.
+    """A clean stop asked for by a signal or by the run dir's stop request (`RunDir.request_stop`);
+    `agreed()` is a collective. A context manager: the signal handlers are ours only while training runs.
 
-    A context manager: the signal handlers are ours only while training runs.
+    SIGINT (Ctrl-C) and SIGTERM outside Slurm mean "stopped"; SIGUSR1 (Slurm's notice before a time
+    limit) and SIGTERM under Slurm (what a preemption without grace sends every task) mean "preempted".
+    A second Ctrl-C raises KeyboardInterrupt at once: an abort, with no checkpoint.
     """
 
-    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGUSR1, signal.SIGTERM)
 
     def __init__(self, run: RunDir):
         self.run = run
         self.signalled: str | None = None
+        self.reason: str | None = None
         self._previous: dict = {}
 
     def __enter__(self) -> "StopRequest":
@@ -92,17 +96,39 @@ class StopRequest:
             signal.signal(sig, handler)
 
     def _handler(self, signum, frame) -> None:
-        self.signalled = signal.Signals(signum).name
+        if signum == signal.SIGINT and self.signalled == "SIGINT":
+            raise KeyboardInterrupt
+        if self.signalled is None:
+            self.signalled = signal.Signals(signum).name
+            self.reason = signal_reason(signum)
+            if signum == signal.SIGINT:
+                # os.write: the handler may interrupt a write to sys.stderr, which is not reentrant.
+                os.write(2, b"\nstopping at the next step with a checkpoint (Ctrl-C again aborts without one)\n")
 
-    def agreed(self, accelerator, nonfinite_loss: torch.Tensor) -> tuple[bool, bool]:
-        """(stop requested on any rank, non-finite loss on any rank), the same answer on every rank."""
+    def agreed(self, accelerator, nonfinite_loss: torch.Tensor) -> tuple[str | None, bool]:
+        """(the stop reason if any rank was asked to stop, else None; non-finite loss on any rank), the
+        same answer on every rank. "preempted" wins over "stopped": the job must requeue."""
+        reason = self.reason or self.run.stop_requested()
         local = torch.stack([
-            torch.tensor(float(self.signalled is not None or self.run.stop_requested()), device=nonfinite_loss.device),
+            torch.tensor(float(reason == "stopped"), device=nonfinite_loss.device),
+            torch.tensor(float(reason == "preempted"), device=nonfinite_loss.device),
             nonfinite_loss.float(),
         ])
         total = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
-        stop, bad = total.tolist()
-        return stop > 0, bad > 0
+        stopped, preempted, bad = total.tolist()
+        return ("preempted" if preempted else "stopped" if stopped else None), bad > 0
+
+
+def under_slurm() -> bool:
+    """Inside a Slurm job (not `demakeup submit --local`, which runs the job script here)."""
+    return "SLURM_JOB_ID" in os.environ and os.environ.get("DEMAKEUP_LOCAL") != "1"
+
+
+def signal_reason(signum: int) -> str:
+    """The status a clean stop on `signum` ends with (choices.STOP_REASONS)."""
+    if signum == signal.SIGUSR1 or (signum == signal.SIGTERM and under_slurm()):
+        return "preempted"
+    return "stopped"
 
 
 def launched() -> bool:

@@ -28,13 +28,17 @@ from demakeup_dist.results import EpochRecord, Quality, RunResults
 from demakeup_dist.rundir import RunDir
 from demakeup_dist.text import hms
 from demakeup_dist.train import checkpoint as ckpt
+from demakeup_dist.train.batching import efficiency_note, plan_batch
 from demakeup_dist.train.config import TrainConfig
 from demakeup_dist.train.distributed import StopRequest, make_accelerator, resolve_precision
 from demakeup_dist.train.ema import WeightEMA
 from demakeup_dist.train.evaluation import evaluate, sample_panel
 from demakeup_dist.train.recipe import make_optimizer, make_scheduler
-from demakeup_dist.train.resume import check_resume_compatible, check_same_model, check_same_shards, resolve_resume
+from demakeup_dist.train.resume import (
+    check_resume_compatible, check_same_model, check_same_shards, check_world_size, resolve_resume,
+)
 from demakeup_dist.train.runlock import RunLock
+from demakeup_dist.train.utilisation import StepProfiler, dense_peak, mfu, parse_steps, train_flops_per_image
 from demakeup_dist.train.tracking import (
     RunTracker, Throughput, failures_recorded, log, setup_logging,
 )
@@ -64,20 +68,21 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
         return {"status": "finished"}
     resume_point = resolve_resume(run, resume)
     start_from = resume_point and resume_point.checkpoint
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    plan = plan_batch(config, world)
+    config = replace(config, batch_size=plan.global_batch)  # what batch_per_gpu resolves to is recorded
     if start_from is not None:
         check_resume_compatible(run, config)
         check_same_shards(resume_point.state, shards_id, shards, allow_other_shards)
+        world_note = check_world_size(resume_point, world, config.strategy)
     else:
         check_same_model(run, config.model)
 
     tasks = model_tasks(config.model)
     if "sr" in tasks and not shard_set.has_hr:
         raise ValueError(f"{config.model} trains the 4x SR head, but the shards in {shards} hold no HR images")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if config.batch_size % world:
-        raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {world} processes")
-    local_batch = config.batch_size // world
-    accelerator = make_accelerator(config, micro_batch_for_deepspeed=local_batch)
+    local_batch = plan.per_step
+    accelerator = make_accelerator(config, micro_batch_for_deepspeed=plan.per_gpu)
     is_main, device = accelerator.is_main_process, accelerator.device
 
     def reduce_sum(t: torch.Tensor) -> torch.Tensor:
@@ -90,6 +95,10 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     accelerator.wait_for_everyone()
     setup_logging(run, is_main)
     precision = resolve_precision(config.precision)
+    log.info("%s on %d process(es) (%s, %s); %s", config.model, world, device, precision,
+             plan.describe(gpus=device.type == "cuda"))
+    if device.type == "cuda" and (note := efficiency_note(plan)):
+        log.info("%s", note)
     workers = config.resolved_num_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     feed = DataFeed(
         shard_set, with_hr="sr" in tasks, batch_size=local_batch, device=device, cache=config.data_cache,
@@ -101,9 +110,11 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     log.info(feed.describe())
     steps_per_epoch = feed.steps_per_epoch
     total_steps = steps_per_epoch * config.epochs
-    log.info("%s on %d process(es) (%s, %s), global batch %d = %d x %d, %d steps/epoch x %d epochs",
-             config.model, world, device, precision, config.batch_size, world, local_batch,
-             steps_per_epoch, config.epochs)
+    peak, peak_line = dense_peak(device, precision)
+    log.info("%d steps/epoch x %d epochs; %s", steps_per_epoch, config.epochs, peak_line)
+    flops_per_image = train_flops_per_image(config.model, shard_set.image_size, config.model_args) if peak else 0.0
+    profiler = StepProfiler(parse_steps(config.profile_steps), run.profile_trace(accelerator.process_index),
+                            cuda=device.type == "cuda")
 
     # Same seed on every rank -> identical initial weights; data order is seeded separately per epoch.
     from accelerate.utils import set_seed
@@ -119,20 +130,23 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     input_dtype = torch.bfloat16 if deepspeed and precision == "bf16" else None
     model_loss = ModelLoss.for_config(net, config, input_dtype)
     # Fused AdamW on the CPU too: one pass over the 23 M parameters instead of a dozen foreach passes
-    # (docs/performance.md: a sixth of a p3 step at 64 px on 2 cores). DeepSpeed brings its own optimizer.
-    optimizer = make_optimizer(net, config, fused=config.strategy == "ddp")
+    # (docs/performance.md: +14% img/s for p3 at 64 px on 2 cores). DeepSpeed brings its own optimizer.
+    optimizer = make_optimizer(net, config, fused=config.strategy == "ddp", lr=plan.lr)
     scheduler = make_scheduler(optimizer, total_steps, config.warmup_fraction)
     model, optimizer, scheduler = accelerator.prepare(model_loss, optimizer, scheduler)
     # DeepSpeed clips inside its engine (gradient_clipping in its config).
-    train_step = TrainStep(accelerator, model, optimizer, scheduler, tasks, 0 if deepspeed else config.grad_clip_norm)
-    state = ckpt.TrainState(shards_id=shards_id)
+    train_step = TrainStep(accelerator, model, optimizer, scheduler, tasks, 0 if deepspeed else config.grad_clip_norm,
+                           config.grad_accum)
+    state = ckpt.TrainState(shards_id=shards_id, world_size=world)
     # The weight average (config ema_decay) is evaluated and saved as best; it resumes with the run.
     ema = WeightEMA(net, config.ema_decay) if config.ema_decay else None
     if start_from is not None:
         for warning in resume_point.passed_over:
             log.warning("warning: %s", warning)
+        if world_note:
+            log.info("%s", world_note)
         ckpt.load_checkpoint(accelerator, start_from, state, ema)
-        state.shards_id = shards_id
+        state.shards_id, state.world_size = shards_id, world
         if is_main:
             run.truncate_metrics(state.global_step)
         log.info("resumed from %s: epoch %d, step %d of the epoch", start_from, state.epoch, state.step_in_epoch)
@@ -172,17 +186,19 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
                 waited = time.perf_counter()
                 batch = next(batches)
                 meter.data_wait += time.perf_counter() - waited
+                profiler.before(state.global_step + 1)
                 loss = train_step(batch)
                 if ema is not None:
                     ema.update()
 
                 state.step_in_epoch, state.global_step = step_in_epoch + 1, state.global_step + 1
+                profiler.after(state.global_step, last=state.global_step == total_steps)
                 meter.images += config.batch_size
                 loss_sum, loss_steps = loss_sum + loss, loss_steps + 1
                 window_loss, window_steps = window_loss + loss, window_steps + 1
                 last_step = state.global_step == total_steps
                 if state.global_step % config.stop_check_every == 0 or last_step:
-                    stop_now, bad = stop.agreed(accelerator, ~torch.isfinite(loss))
+                    stop_reason, bad = stop.agreed(accelerator, ~torch.isfinite(loss))
                     if bad:
                         status("failed", error=f"non-finite loss at step {state.global_step}")
                         tracker.finish()
@@ -191,11 +207,11 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
                             f"checkpoint is kept in {run.checkpoints_dir}, but a resume is exact and would "
                             f"meet it again: start a new --run-dir with a lower --lr (this run: {config.lr:g})"
                         )
-                    if stop_now:
-                        save(f"stop requested ({stop.signalled or 'stop file'})")
-                        status("preempted")
+                    if stop_reason:
+                        save(f"{stop_reason}: {stop.signalled or 'stop request'}")
+                        status(stop_reason)
                         tracker.finish()
-                        return {"status": "preempted"}
+                        return {"status": stop_reason}
                 if config.save_every_steps and state.global_step % config.save_every_steps == 0 and not last_step:
                     save("periodic")
                 if state.global_step % config.log_every == 0 or step_in_epoch + 1 == steps_per_epoch:
@@ -203,12 +219,16 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
                     mean_loss = (reduce_sum(window_loss) / (window_steps * world)).item()
                     lr = scheduler.get_last_lr()[0]
                     eta = (total_steps - state.global_step) * config.batch_size / max(img_s, 1e-9)
-                    log.info("epoch %d/%d step %d/%d loss %.4f lr %.3g %.1f img/s data-wait %.0f%% ETA %s",
-                             epoch + 1, config.epochs, state.global_step, total_steps, mean_loss, lr, img_s,
-                             100 * wait, hms(eta))
                     step_metrics = {"loss": mean_loss, "lr": lr, "img_per_s": img_s, "data_wait": wait}
+                    if peak:
+                        step_metrics["mfu"] = mfu(img_s, flops_per_image, world, peak)
                     if device.type == "cuda":
                         step_metrics["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                    extra = "".join(f" {label} {fmt % (scale * step_metrics[key])}" for key, label, fmt, scale in (
+                        ("mfu", "MFU", "%.1f%%", 100), ("gpu_mem_gb", "peak mem", "%.2f GB", 1)) if key in step_metrics)
+                    log.info("epoch %d/%d step %d/%d loss %.4f lr %.3g %.1f img/s data-wait %.0f%%%s ETA %s",
+                             epoch + 1, config.epochs, state.global_step, total_steps, mean_loss, lr, img_s,
+                             100 * wait, extra, hms(eta))
                     tracker.log_step(step_metrics, state.global_step)
                     status("running", img_per_s=img_s, eta_s=eta)
                     window_loss, window_steps = torch.zeros((), device=device), 0

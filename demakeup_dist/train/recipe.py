@@ -42,10 +42,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, config: TrainConfig, fused: bool = False,
+                   lr: float | None = None) -> torch.optim.AdamW:
+    """AdamW with the recipe's settings; `lr`: the peak learning rate after lr_scaling (default config.lr)."""
     return torch.optim.AdamW(
         param_groups(model, config.weight_decay),
-        lr=config.lr,
+        lr=config.lr if lr is None else lr,
         betas=config.betas,
         eps=config.eps,
         fused=fused or None,

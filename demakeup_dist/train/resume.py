@@ -18,6 +18,7 @@ RESUME_MAY_CHANGE = {
     "num_workers", "data_cache", "eval_every", "save_every_steps", "keep_checkpoints", "log_every",
     "stop_check_every", "sample_panels", "wandb", "wandb_project", "wandb_entity", "wandb_group", "wandb_tags",
     "compile", "compile_mode", "precision", "strategy", "zero", "grad_checkpointing", "channels_last",
+    "profile_steps",
 }
 
 
@@ -84,12 +85,18 @@ def resolve_config(model: str, config_file: Path | None, run_dir: Path | None, r
     """The config a `demakeup train` command line means. On a resume the run's own config is the base, so
     an unchanged command line resumes as is; otherwise `load_config`'s layers (defaults < YAML < sets <
     overrides)."""
+    if overrides.get("batch_size") is not None and overrides.get("batch_per_gpu") is not None:
+        raise ValueError("--batch-size (global) and --batch-per-gpu exclude each other: give one")
     saved = RunDir(run_dir).read_config() if (resume and run_dir and not config_file) else None
     if saved is None:
-        return load_config(model, config_file, sets, **overrides)
-    if saved.model != model:
+        config = load_config(model, config_file, sets, **overrides)
+    elif saved.model != model:
         raise ValueError(f"run dir {run_dir} belongs to model {saved.model!r}, not {model!r}")
-    return TrainConfig(**merge(saved.to_dict(), sets, {k: v for k, v in overrides.items() if v is not None}))
+    else:
+        config = TrainConfig(**merge(saved.to_dict(), sets, {k: v for k, v in overrides.items() if v is not None}))
+    if overrides.get("batch_size") is not None:  # a global batch asked for on the command line decides
+        config = dataclasses.replace(config, batch_per_gpu=None)
+    return config
 
 
 def check_same_model(run: RunDir, model: str) -> None:
@@ -113,8 +120,11 @@ def check_resume_compatible(run: RunDir, new: TrainConfig) -> None:
     changed = {k: (old[k], cur[k]) for k in old if k not in RESUME_MAY_CHANGE and old[k] != cur[k]}
     if changed:
         diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+        batch = (f" The global batch follows --batch-per-gpu x --grad-accum x processes: keep it on this process "
+                 f"count with --batch-size {old['batch_size']} (and --grad-accum), or resume on the run's own "
+                 "process count." if "batch_size" in changed else "")
         raise ValueError(
-            f"cannot resume {run}: the config differs from the checkpoint's ({diff}). "
+            f"cannot resume {run}: the config differs from the checkpoint's ({diff}).{batch} "
             "Resume without these options, or start a new --run-dir"
         )
 
@@ -128,3 +138,26 @@ def check_same_shards(state: TrainState, shards_id: str, shards: Path, allow_oth
             "to continue on these on purpose"
         )
 
+
+
+def deepspeed_ranks(checkpoint: Path) -> int:
+    """Data-parallel ranks whose ZeRO optimizer shards a DeepSpeed checkpoint holds (0: none, not DeepSpeed)."""
+    return len(list(Path(checkpoint).glob("**/zero_pp_rank_*_mp_rank_00_optim_states.pt")))
+
+
+def check_world_size(point: ResumePoint, world: int, strategy: str) -> str | None:
+    """Before anything is loaded: a line for the log when the process count changed (DDP keeps the same
+    global batches on any count, so the run continues as it would have); ValueError for a DeepSpeed
+    checkpoint of another data-parallel size, whose ZeRO shards DeepSpeed cannot load."""
+    saved = deepspeed_ranks(point.checkpoint) or point.state.world_size
+    if not saved or saved == world:
+        return None
+    if strategy == "deepspeed" or deepspeed_ranks(point.checkpoint):
+        raise ValueError(
+            f"{point.checkpoint} holds DeepSpeed ZeRO state of {saved} data-parallel ranks, this run has {world}: "
+            f"DeepSpeed cannot load it on another count. Resume on {saved} processes (GPUs), or convert it "
+            f"with DeepSpeed's `python -m deepspeed.checkpoint.ds_to_universal --input_folder "
+            f"{point.checkpoint}/pytorch_model --output_folder UNIVERSAL` (loading a universal checkpoint "
+            f"is not built into demakeup yet)")
+    return (f"world size changed: the checkpoint was written by {saved} process(es), this run has {world}; "
+            f"the global batches are the same, so the run continues as it would have (up to float summation order)")

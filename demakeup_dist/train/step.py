@@ -9,6 +9,7 @@ all through the accelerator (DDP gradient sync, DeepSpeed, mixed precision).
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -63,25 +64,44 @@ class TrainStep:
     """`step(batch) -> loss`: one optimizer step on a batch dict (data/loader.py's contract, any dtype).
 
     `module` is the accelerator-prepared ModelLoss; `clip_norm` 0 disables clipping (DeepSpeed clips
-    itself: pass 0 there).
+    itself: pass 0 there). `grad_accum` K splits the batch into K equal forward passes whose gradients
+    add up to the whole batch's (each loss / K; DDP all-reduces after the last only), so the step and
+    its returned loss are the batch's mean as without accumulation, up to float summation order.
     """
 
     def __init__(self, accelerator, module: nn.Module, optimizer, scheduler, tasks: tuple[str, ...],
-                 clip_norm: float) -> None:
+                 clip_norm: float, grad_accum: int = 1) -> None:
         self.accelerator, self.module, self.optimizer, self.scheduler = accelerator, module, optimizer, scheduler
         self.keys = {task: TARGET_KEYS[task] for task in tasks}
-        self.clip_norm = clip_norm
+        self.clip_norm, self.grad_accum = clip_norm, grad_accum
         self.params = [p for p in module.parameters() if p.requires_grad]
 
     def __call__(self, batch: dict) -> Tensor:
-        loss = self.module(batch["makeup"], {task: batch[key] for task, key in self.keys.items()})
-        self.accelerator.backward(loss)
+        inputs, targets = batch["makeup"], {task: batch[key] for task, key in self.keys.items()}
+        if self.grad_accum == 1:
+            loss = self.module(inputs, targets)
+            self.accelerator.backward(loss)
+        else:
+            loss = self._accumulate(inputs, targets)
         if self.clip_norm > 0:
             self.accelerator.clip_grad_norm_(self.params, self.clip_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
+
+    def _accumulate(self, inputs: Tensor, targets: dict[str, Tensor]) -> Tensor:
+        k = self.grad_accum
+        micro = inputs.shape[0] // k
+        total = torch.zeros((), device=inputs.device)
+        for i in range(k):
+            part = slice(i * micro, (i + 1) * micro)  # (B, ...) -> (B / K, ...)
+            syncing = contextlib.nullcontext() if i == k - 1 else self.accelerator.no_sync(self.module)
+            with syncing:
+                loss = self.module(inputs[part], {task: t[part] for task, t in targets.items()}) / k
+                self.accelerator.backward(loss)
+            total = total + loss.detach()
+        return total
 
 
 def compile_module(module: nn.Module, mode: str) -> None:

@@ -136,8 +136,9 @@ class RunTracker:
 
 @contextlib.contextmanager
 def failures_recorded(run: RunDir):
-    """Whatever ends the block with an exception (a bug, Ctrl-C, a full disk) turns the status this
-    process reported as "running" into "failed" with the error, so that no dead run says "running"."""
+    """Whatever ends the block with an exception (a bug, a full disk) turns the status this process
+    reported as "running" into "failed" with the error, so that no dead run says "running"; an abort
+    (a second Ctrl-C: KeyboardInterrupt) into "aborted", which is no failure of the run."""
     try:
         yield
     except BaseException as exc:
@@ -145,8 +146,9 @@ def failures_recorded(run: RunDir):
             status = run.read_status()
             if status.get("status") == "running" and status.get("pid") == os.getpid():
                 error = (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__).splitlines()[0]
+                kind = "aborted" if isinstance(exc, KeyboardInterrupt) else "failed"
                 try:
-                    run.write_status({**status, "status": "failed", "error": error,
+                    run.write_status({**status, "status": kind, "error": error,
                                       "updated": datetime.now(timezone.utc).isoformat()})
                 except OSError as write_error:  # a full disk may refuse even this small file
                     log.warning("warning: could not record the failure in %s (%s)", run.status_file,
