@@ -278,10 +278,21 @@ def _cli(*args: str) -> list[str]:
             "--num-workers", "0", "--save-every-steps", "1", "--wandb", "disabled", *args]
 
 
-# fp32 gradients all-reduced over 2 ranks are summed in another order than one rank's: measured max abs
-# differences after 9 steps 4.4e-6 (2 -> 1) and 1.2e-7 (1 -> 2), 3e-5 in the issue; anything else (a
-# wrong batch, a lost step, the wrong schedule position) moves the weights by far more than this.
-WORLD_CHANGE_ATOL = 1e-4
+# A run on 2 processes is not the 1-process run to the bit: each rank's convolutions see half the batch and
+# the gradients are summed in another order. Adam then turns the few gradients that sit near zero into
+# sign flips, so the largest single difference is a matter of luck and hardware (after 9 steps, an
+# uninterrupted 2-process run against the 1-process reference: max 1.28e-4 on an AVX-512 Xeon, 4.4e-6 on
+# an AMD EPYC, 3 of 7.8 M weights over 1e-4). The bulk is not: there the 99.99th percentile of |difference|
+# was 5.6e-6, while one lost step gives 8.2e-4 and a peak lr 1% off 4.3e-3. So the test bounds the bulk
+# tightly, and the single worst weight only loosely (a weight left unrestored is off by ~1e-2).
+WORLD_CHANGE_P9999_ATOL = 5e-5
+WORLD_CHANGE_MAX_ATOL = 2e-3
+
+
+def _differences(got: dict, want: dict) -> tuple[float, float]:
+    """(99.99th percentile, max) of |got - want| over all weights."""
+    diff = torch.cat([(got[k] - want[k]).abs().flatten() for k in want])
+    return diff.kthvalue(int(0.9999 * diff.numel())).values.item(), diff.max().item()
 
 
 @pytest.mark.parametrize("before, after", [(2, 1), (1, 2)])
@@ -309,8 +320,9 @@ def test_resume_on_another_process_count_matches_the_uninterrupted_run(shards, r
     assert (f"world size changed: the checkpoint was written by {before} process(es), this run has {after}"
             in RunDir(run_dir).log_file.read_text())
     got, want = load_file(RunDir(run_dir).final_weights), load_file(RunDir(reference).final_weights)
-    worst = max((got[k] - want[k]).abs().max().item() for k in want)
-    assert worst <= WORLD_CHANGE_ATOL, f"max abs weight difference {worst:.2e} after resuming at step {stopped_at}"
+    bulk, worst = _differences(got, want)
+    assert bulk <= WORLD_CHANGE_P9999_ATOL and worst <= WORLD_CHANGE_MAX_ATOL, (
+        f"weights after resuming at step {stopped_at}: 99.99% within {bulk:.2e}, worst {worst:.2e}")
 
 
 def test_deepspeed_checkpoint_of_another_data_parallel_size_is_refused_before_loading(reference, tmp_path):

@@ -3,7 +3,7 @@
 forward + the brief's loss as ONE module (`ModelLoss`), so torch.compile fuses the loss and the
 uint8 -> float conversion of the inputs and targets into the network's graph: p4's (B, 3, 4H, 4W)
 float prediction and float targets then never go through memory (measured fastest on the H200,
-docs/performance.md). Then backward, clip to the global norm, AdamW (fused on CUDA), LR schedule,
+docs/performance.md). Then backward, clip to the global norm, AdamW (fused), LR schedule,
 all through the accelerator (DDP gradient sync, DeepSpeed, mixed precision).
 """
 
