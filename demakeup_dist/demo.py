@@ -66,8 +66,8 @@ class DemoScale:
 
 
 # A fixed step budget (256 steps of batch 8 per network), not one sized from this machine's speed: the
-# same seed then gives the same report on every machine. Measured 6 min on a 2-core VM, 1.6-2x that on
-# the slowest of the class (docs/results.md section 6). 64 px is the smallest size at which the ResNet34 bridge is more than 1x1
+# same seed then gives the same report on every machine. Measured 4.4-6 min on 2-core VMs, an estimated
+# 9-10 min on the slowest of the class (docs/results.md section 6). 64 px is the smallest size at which the ResNet34 bridge is more than 1x1
 # (32 px would leave p2 a single normalised pixel).
 CPU_SCALE = DemoScale(size=64, train=512, val=32, test=64, epochs=4, batch_size=8, num_workers=0, side_by_side=True)
 # One GPU: the course image size, 1280 updates per model (not yet timed on a GPU).

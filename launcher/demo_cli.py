@@ -16,9 +16,9 @@ def demo(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it holds an earlier demo."),
     models: str = typer.Option(ALL_MODELS, help=MODELS_HELP),
     seeds: int = typer.Option(1, help="Train every network this many times (seeds 25, 26, ...) and report mean +- "
-                              "std; the time grows in proportion (3 seeds: about 3x the 6-12 minutes on a 2-core CPU)."),
+                              "std; the time grows in proportion (3 seeds: about 3x the 4-10 minutes on a 2-core CPU)."),
 ) -> None:
-    """The whole experiment on a small synthetic dataset, sized for this machine (6 min on a 2-core CPU, up to 12 on slow ones).
+    """The whole experiment on a small synthetic dataset, sized for this machine (4-6 min on a 2-core CPU, up to 10 on slow ones).
 
     Synthesises faces with and without makeup, packs them into shards, trains p1, p2, p3 and p4 with
     the brief's recipe (AdamW, warm-up + linear decay), evaluates each on the test split and writes
