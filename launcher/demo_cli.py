@@ -21,9 +21,12 @@ def demo(
     """The whole experiment on a small synthetic dataset, sized for this machine (4-6 min on a 2-core CPU, up to 10 on slow ones).
 
     Synthesises faces with and without makeup, packs them into shards, trains p1, p2, p3 and p4 with
-    the brief's recipe (AdamW, warm-up + linear decay), evaluates each on the test split and writes
-    OUT/report.md (table, the brief's questions answered) and OUT/grid.png (test pictures). A GPU,
-    when present, is used with bigger images and more data.
+    the recommended configuration (configs/recommended/: the brief's recipe plus residual heads, peak lr
+    2e-3 and the PSNR loss), evaluates each on the test split and writes OUT/report.md (the table, the
+    brief's questions answered, the makeup removed per face region) and OUT/grid.png (the test faces with
+    the strongest lipstick, eye makeup, blush and foundation: per network its output and what it changed).
+    On a 2-core CPU (64 px faces, 256 steps per network) expect p3 about +1.7 dB above copying the input
+    and about 60% of the lipstick removed. A GPU, when present, is used with 224 px faces and more data.
     """
     from demakeup_dist.demo import run_demo
     from demakeup_dist.report import GRID_FILE, REPORT_FILE
