@@ -25,7 +25,7 @@ HELP = (
     "waiting for data, plus the streaming reader's decode rate per worker, bytes read per rank "
     "per epoch and the HR JPEG decode rate on one CPU core and with nvJPEG. all: both.\n\n"
     "A step is exactly `demakeup train`'s: the network and the brief's loss in one (compilable) "
-    "module fed uint8 batches, backward, clip, AdamW (fused on CUDA), LR schedule; on CUDA with "
+    "module fed uint8 batches, backward, clip, AdamW (fused), LR schedule; on CUDA with "
     "bf16 autocast and channels_last. Defaults: on CUDA the brief's batch 64 at 224 px, 20 timed "
     "steps after 5 warm-up steps; on CPU a tiny batch 2 at 64 px so it ends in seconds.\n\n"
     "Variants: reference = plain nn.InstanceNorm2d / nn.GELU network in the same step; ours = the "

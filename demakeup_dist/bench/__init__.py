@@ -1,7 +1,7 @@
 """`demakeup bench`: train-step throughput of the networks, timed against a straightforward reference.
 
 A step is the training loop's own (train/step.py: network + loss in one module, uint8 batches turned
-into floats inside it, backward, clip to norm 1, AdamW (fused on CUDA), LR schedule, through an
+into floats inside it, backward, clip to norm 1, AdamW (fused), LR schedule, through an
 accelerator with the run's precision; channels_last on CUDA). Batches are either synthetic uint8
 tensors already on the device ("memory" feed) or real shards through the training loop's data feed
 (data/feed.py, with `data_cache` as `demakeup train --data-cache`: "shards" feed), whose rate against

@@ -36,7 +36,7 @@ class Case:
             net = net.to(memory_format=torch.channels_last)
         self.tasks: tuple[str, ...] = net.tasks  # type: ignore[assignment]
         module = ModelLoss.for_config(net, train)
-        optimizer = make_optimizer(net, train, fused=self.device.type == "cuda")  # as the training loop
+        optimizer = make_optimizer(net, train)  # as the training loop
         # Any horizon will do: the learning rate's value does not change the work of a step.
         scheduler = make_scheduler(optimizer, 10 * (config.warmup + config.steps), train.warmup_fraction)
         module, optimizer, scheduler = self.accelerator.prepare(module, optimizer, scheduler)

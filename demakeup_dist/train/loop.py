@@ -129,9 +129,7 @@ def _train(config: TrainConfig, shard_set: ShardSet, run: RunDir, resume: str | 
     deepspeed = config.strategy == "deepspeed"
     input_dtype = torch.bfloat16 if deepspeed and precision == "bf16" else None
     model_loss = ModelLoss.for_config(net, config, input_dtype)
-    # Fused AdamW (one pass over the weights): 122 -> 33 ms per step for p3's 23.6 M parameters on one CPU
-    # thread (docs/results.md section 6). DeepSpeed brings its own optimizer.
-    optimizer = make_optimizer(net, config, fused=config.strategy == "ddp", lr=plan.lr)
+    optimizer = make_optimizer(net, config, lr=plan.lr)
     scheduler = make_scheduler(optimizer, total_steps, config.warmup_fraction)
     model, optimizer, scheduler = accelerator.prepare(model_loss, optimizer, scheduler)
     # DeepSpeed clips inside its engine (gradient_clipping in its config).
